@@ -1,0 +1,57 @@
+"""Small helpers shared by scripts, notebooks and tests: seeding, devices, dtypes."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator a run touches: Python, NumPy, torch CPU and all CUDA devices."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    torch.cuda.manual_seed_all(seed)
+
+
+def mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """'auto' → cuda if available, else mps, else cpu. An explicit device that is not usable raises a ValueError
+    that says why, instead of failing later inside a kernel."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available in this PyTorch ({torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not mps_available():
+        raise ValueError("device 'mps' asked for, but Apple's MPS backend is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def get_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def num_threads() -> int:
+    """Threads torch uses for CPU ops (respects OMP_NUM_THREADS); reported in benchmarks."""
+    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
