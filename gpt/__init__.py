@@ -4,9 +4,20 @@ Reading order: config.py → model.py → tokenizer.py → weights.py → genera
 """
 
 from gpt.config import GPTConfig
+from gpt.generate import generate
 from gpt.model import GPT, KVCache
 from gpt.tokenizer import get_tokenizer
 from gpt.utils import get_device, set_seed
 from gpt.weights import load_model, save_model
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "get_device", "get_tokenizer", "load_model", "save_model", "set_seed"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "generate",
+    "get_device",
+    "get_tokenizer",
+    "load_model",
+    "save_model",
+    "set_seed",
+]
