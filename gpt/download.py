@@ -131,8 +131,13 @@ def download_file(
         if expected_size is not None and offset == expected_size:
             return _finish(part, dest, expected_size)
         try:
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            headers = {"Accept-Encoding": "identity"}  # sizes and byte ranges then refer to the file itself
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
             with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+                # We compare the length ourselves; urllib3's own check would raise on a cut connection and discard
+                # the last bytes it had read, which we want to keep so the resumed request asks only for the rest.
+                r.raw.enforce_content_length = False
                 if r.status_code == 416 and offset:  # nothing left past our offset: done, or the .part is too long
                     total = r.headers.get("Content-Range", "").rpartition("/")[2]
                     if total.isdigit() and int(total) == offset:

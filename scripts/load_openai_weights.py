@@ -65,7 +65,16 @@ def matching_size(config: GPTConfig) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0, or 1 after printing what went wrong and what to do (no traceback for expected failures)."""
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (DownloadError, CheckpointError, ValueError, OSError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     size = canonical_preset(args.model_size or "124M")
     if size not in OPENAI_SIZES:
         raise ValueError(f"--model-size {args.model_size!r}: OpenAI released {', '.join(OPENAI_SIZES)} only")
@@ -96,8 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DownloadError, CheckpointError, ValueError, OSError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())
