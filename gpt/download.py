@@ -139,8 +139,8 @@ def download_file(
                 # the last bytes it had read, which we want to keep so the resumed request asks only for the rest.
                 r.raw.enforce_content_length = False
                 if r.status_code == 416 and offset:  # nothing left past our offset: done, or the .part is too long
-                    total = r.headers.get("Content-Range", "").rpartition("/")[2]
-                    if total.isdigit() and int(total) == offset:
+                    whole = r.headers.get("Content-Range", "").rpartition("/")[2]
+                    if whole.isdigit() and int(whole) == offset:
                         return _finish(part, dest, expected_size)
                     part.unlink()
                     last_error = "the partial file was longer than the server's file"
@@ -157,6 +157,10 @@ def download_file(
                     raise DownloadError(f"{url} answered HTTP {r.status_code} {r.reason}; check the URL")
                 if r.status_code == 200 and offset:  # the server ignored our Range: take the whole file again
                     offset = 0
+                if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                    part.unlink()  # not the range we asked for: appending it would corrupt the file
+                    last_error = f"asked for bytes from {offset:,}, got {r.headers.get('Content-Range')!r}"
+                    continue
                 total = _total_size(r, offset)
                 if expected_size is not None and total is not None and total != expected_size:
                     raise DownloadError(

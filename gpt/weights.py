@@ -116,15 +116,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
     dtype = get_dtype(dtype) if dtype is not None else None
     with torch.device("meta"):
         model = GPT(config)
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        keys = list(f.keys())
-        if dtype is None and torch.device(device).type == "cpu":
-            # Zero-copy: safetensors maps the file, each tensor is a copy-on-write view of its bytes, so resident
-            # memory grows only as the weights are used, to at most one copy (file pages shared with the OS cache).
-            state = {key: f.get_tensor(key) for key in keys}
-    if dtype is not None or torch.device(device).type != "cpu":
+    if dtype is None and torch.device(device).type == "cpu":
+        # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
+        # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
+        with safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    else:
         # Converting or moving: open the file per tensor, so each source tensor's mapped pages are released as soon as
-        # its converted copy exists; otherwise the whole mapped file plus the converted copy would be held at once.
+        # its converted copy exists; otherwise the whole mapped file and the converted copy would be held at once.
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
         state = {}
         for key in keys:
             with safe_open(str(path), framework="pt", device=str(device)) as f:

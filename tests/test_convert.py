@@ -87,6 +87,19 @@ def test_converted_file_loads_as_our_format(openai_dir, hf_reference, tmp_path):
     assert_matches_transformers(model, hf_reference, atol=1e-4)
 
 
+def test_loaded_weights_are_private_copy_on_write_views(tmp_path):
+    # load_model maps the file instead of copying it; training the loaded model must never write into the file.
+    model = GPT(GPTConfig(vocab_size=97, context_length=24, n_layer=1, n_head=3, n_embd=48))
+    path = save_state_dict(model.config, model.state_dict(), tmp_path / "w.safetensors")
+    before = path.read_bytes()
+    loaded = load_model(path)
+    with torch.no_grad():
+        for p in loaded.parameters():
+            p.add_(1.0)
+    assert path.read_bytes() == before
+    assert torch.equal(load_model(path).transformer.wte.weight, model.transformer.wte.weight)
+
+
 def test_export_round_trips_through_transformers(openai_dir, tmp_path):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
