@@ -69,9 +69,9 @@ class RangeHandler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         sent = body if cut is None else body[: cut - (start or 0)]
-        self.wfile.write(sent)
+        self.server.log.append((path, start, len(sent), status))  # before the body: the client may finish (and the
+        self.wfile.write(sent)  # test read the log) as soon as the last byte arrives, before this thread runs again
         self.wfile.flush()
-        self.server.log.append((path, start, len(sent), status))
         if cut is not None:
             self.close_connection = True  # the client sees the connection drop mid-body
 
