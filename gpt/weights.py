@@ -108,6 +108,19 @@ def read_config(path: str | Path) -> GPTConfig:
     return GPTConfig.from_dict(json.loads(meta[CONFIG_KEY]))
 
 
+def read_each_tensor(path: str | Path, transform: Callable, device: str | torch.device = "cpu") -> dict:
+    """{key: transform(tensor)} for a safetensors file, opened once per tensor: each tensor's mapped file pages are
+    released as soon as its transformed copy exists, instead of the whole mapped file staying resident beside the
+    copies (which would double peak memory)."""
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    out = {}
+    for key in keys:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            out[key] = transform(f.get_tensor(key))
+    return out
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> GPT:
     """Load a saved GPT in eval mode, holding one copy of the weights: the model is built on the meta device
     (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it."""
@@ -122,15 +135,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
         with safe_open(str(path), framework="pt") as f:
             state = {key: f.get_tensor(key) for key in f.keys()}
     else:
-        # Converting or moving: open the file per tensor, so each source tensor's mapped pages are released as soon as
-        # its converted copy exists; otherwise the whole mapped file and the converted copy would be held at once.
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-        state = {}
-        for key in keys:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                t = f.get_tensor(key)
-            state[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        state = read_each_tensor(
+            path, lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t, device
+        )
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if k != TIED_KEY]
     if missing or unexpected:
@@ -302,8 +309,7 @@ def convert_hf(directory: str | Path) -> ConvertedWeights:
             )
     config = config_from_hf(json.loads(config_path.read_text()))
     try:
-        with safe_open(str(weights_path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = read_each_tensor(weights_path, torch.clone)  # own memory, so conversion peaks near one copy
     except Exception as e:  # safetensors raises its own error types for truncated or garbled files
         raise ValueError(f"{weights_path} is not a readable safetensors file ({e}); download it again") from e
     head = tensors.pop("lm_head.weight", None)  # present in some repos saved from GPT2LMHeadModel: must be tied
