@@ -52,16 +52,8 @@ def detect_source(directory: Path) -> str:
 
 def matching_size(config: GPTConfig) -> str | None:
     """The OpenAI size whose shape this config has, if any."""
-    for size in OPENAI_SIZES:
-        preset = GPTConfig.from_preset(size)
-        if (config.n_layer, config.n_head, config.n_embd, config.vocab_size) == (
-            preset.n_layer,
-            preset.n_head,
-            preset.n_embd,
-            preset.vocab_size,
-        ):
-            return size
-    return None
+    shape = lambda c: (c.n_layer, c.n_head, c.n_embd, c.vocab_size)
+    return next((s for s in OPENAI_SIZES if shape(GPTConfig.from_preset(s)) == shape(config)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"converting {directory} ({source} layout)", file=sys.stderr)
     config, state = convert_openai(directory, args.reader) if source == "openai" else convert_hf(directory)
     found = matching_size(config)
-    if args.model_size and found != size:
-        print(f"warning: {directory} holds a {found or 'non-standard'} model {config}, not {size}", file=sys.stderr)
+    if (args.model_size or not args.from_dir) and found != size:  # we asked for `size` and got something else
+        problem = f"{directory} holds a {found or 'non-standard'} GPT-2 ({config}), not {size}"
+        if not args.out:  # never write a file whose name claims a size it does not hold
+            raise ValueError(f"{problem}; check the mirror or --model-size, or pass --out to convert it anyway")
+        print(f"warning: {problem}", file=sys.stderr)
     if args.out:
         out = Path(args.out)
     else:

@@ -139,13 +139,13 @@ def safetensors_under(path: Path) -> list[Path]:
 
 
 def test_cli_script_downloads_and_converts_openai_from_a_mirror(server, tmp_path, hf_reference):
-    models = tmp_path / "weights"
+    models, out = tmp_path / "weights", tmp_path / "fixture.safetensors"
     cmd = [sys.executable, "scripts/load_openai_weights.py", "--model-size", "gpt2", "--models-dir", str(models)]
+    cmd += ["--out", str(out)]  # the fixture is not 124M-shaped: without --out the CLI refuses to name it gpt2-124M
     r = subprocess.run(cmd + ["--base-url", f"{server.url}/models"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    out = models / "gpt2-124M.safetensors"
     assert r.stdout.splitlines() == [str(out)]  # the path on stdout; progress went to stderr
-    assert "not 124M" in r.stderr  # the mirror served the small fixture under 124M's name: warned
+    assert "warning:" in r.stderr and "not 124M" in r.stderr
     served = server.root / OPENAI_PATH
     for f in served.iterdir():  # all seven files, byte for byte, and nothing left half-done
         assert (models / "openai" / "124M" / f.name).read_bytes() == f.read_bytes(), f.name
@@ -187,7 +187,7 @@ def test_cli_failure_keeps_the_part_and_the_next_run_resumes(server, tmp_path, r
     models, path = tmp_path / "weights", f"{OPENAI_PATH}/{DATA}"
     size = (server.root / path).stat().st_size
     server.cut_once[path] = 2_500_000
-    args = ("--models-dir", models, "--base-url", f"{server.url}/models")
+    args = ("--models-dir", models, "--base-url", f"{server.url}/models", "--out", models / "fixture.safetensors")
     r = run_cli(*args, "--retries", 0)
     assert r.returncode == 1
     assert "run the same command again" in r.stderr and "Traceback" not in r.stderr
@@ -199,7 +199,15 @@ def test_cli_failure_keeps_the_part_and_the_next_run_resumes(server, tmp_path, r
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert server.requests_for(path) == [(path, 2_500_000, size - 2_500_000, 206)]
-    assert [p.name for p in safetensors_under(models)] == ["gpt2-124M.safetensors"]
+    assert [p.name for p in safetensors_under(models)] == ["fixture.safetensors"]
+
+
+def test_a_model_of_another_size_is_not_written_under_the_size_asked_for(openai_dir, tmp_path, run_cli):
+    r = run_cli("--from-dir", openai_dir, "--model-size", "124M", "--models-dir", tmp_path)
+    assert r.returncode == 1 and "not 124M" in r.stderr and "--out" in r.stderr
+    assert safetensors_under(tmp_path) == []
+    r = run_cli("--from-dir", openai_dir, "--models-dir", tmp_path)  # no size claimed: named after the directory
+    assert r.returncode == 0 and r.stdout.splitlines() == [str(tmp_path / f"gpt2-{openai_dir.name}.safetensors")]
 
 
 def test_server_errors_are_retried(server, tmp_path):
