@@ -250,7 +250,7 @@ def list_variables(path: str | Path) -> list[tuple[str, tuple[int, ...]]]:
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint → {name: ndarray}, equal to what tf.train.load_variable returns.
-    path: the prefix (dir/model.ckpt) or the directory. verify: check each tensor's CRC-32C (≈ 2 s per GB)."""
+    path: the prefix (dir/model.ckpt) or the directory. verify: check each tensor's CRC-32C (≈ 4 s per GB)."""
     prefix = checkpoint_prefix(path)
     num_shards, entries = read_index(prefix)
     shards = [Path(f"{prefix}.data-{i:05d}-of-{num_shards:05d}") for i in range(num_shards)]
