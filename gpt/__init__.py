@@ -8,12 +8,13 @@ from gpt.generate import generate
 from gpt.model import GPT, KVCache
 from gpt.tokenizer import get_tokenizer
 from gpt.utils import get_device, set_seed
-from gpt.weights import load_model, save_model
+from gpt.weights import export_hf, load_model, save_model
 
 __all__ = [
     "GPT",
     "GPTConfig",
     "KVCache",
+    "export_hf",
     "generate",
     "get_device",
     "get_tokenizer",

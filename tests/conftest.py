@@ -19,3 +19,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# session-scoped OpenAI / Hugging Face weight fixtures, built once for all test files
+pytest_plugins = ["weights_fixtures"]

@@ -1,0 +1,290 @@
+"""Download OpenAI's or Hugging Face's GPT-2 files, robustly.
+
+    directory = download_model("124M", source="openai")     # → weights/openai/124M/ with OpenAI's seven files
+    directory = download_model("gpt2-xl", source="hf")       # → weights/hf/1558M/ with config.json, model.safetensors
+
+Each file streams into `<file>.part`; an interrupted download resumes with an HTTP Range request, connection errors
+and 5xx answers are retried with exponential backoff, and only a file that passes every check is renamed into place
+(so a complete file is never fetched again and a bad one never looks complete). Checks: the size against the
+server's Content-Length and against sizes known in advance (OpenAI's data file holds 4 bytes per parameter of the
+model its hparams.json describes); no HTML/XML error page saved as a model file (a failure users of OpenAI's
+original downloader met); JSON files parse; the tokenizer files match GPT-2's published sha256; a safetensors file
+is as long as its header says.
+
+Mirrors: pass base_url, or set GPT2_BASE_URL (HF_ENDPOINT also works for the hf source). Files are fetched from
+    openai: {base}/{size}/{file}                       default base https://openaipublic.blob.core.windows.net/gpt-2/models
+    hf:     {base}/{repo}/resolve/main/{file}          default base https://huggingface.co, repo openai-community/gpt2…
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import struct
+import sys
+import time
+from pathlib import Path
+
+import requests
+import torch
+from tqdm import tqdm
+
+from gpt.config import OPENAI_SIZES, GPTConfig, canonical_preset
+from gpt.model import GPT
+from gpt.tokenizer import BPE_FILES, TokenizerFileError, verify_bpe_files
+from gpt.weights import config_from_openai_hparams
+
+BASE_URL_ENV = "GPT2_BASE_URL"
+DEFAULT_BASE_URLS = {
+    "openai": "https://openaipublic.blob.core.windows.net/gpt-2/models",
+    "hf": "https://huggingface.co",
+}
+OPENAI_DATA = "model.ckpt.data-00000-of-00001"
+# hparams.json first: it tells the data file's size before that file is fetched.
+OPENAI_FILES = ("hparams.json", "checkpoint", "encoder.json", "vocab.bpe", "model.ckpt.index", "model.ckpt.meta")
+OPENAI_FILES += (OPENAI_DATA,)
+HF_FILES = ("config.json", "model.safetensors")
+HF_REPOS = {
+    "124M": "openai-community/gpt2",
+    "355M": "openai-community/gpt2-medium",
+    "774M": "openai-community/gpt2-large",
+    "1558M": "openai-community/gpt2-xl",
+}
+BPE_SIZES = {"encoder.json": 1_042_301, "vocab.bpe": 456_318}  # the same two files ship with every size
+KNOWN_SIZES = {  # exact bytes of OpenAI's 124M release (shared/ENVIRONMENT.md); other sizes: derived, see below
+    "124M": {"checkpoint": 77, "hparams.json": 90, "model.ckpt.index": 5_215, "model.ckpt.meta": 471_155}
+}
+ERROR_PAGE_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+ERROR_PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<error")
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched, or what was fetched is not the file; the message says what to do."""
+
+
+def base_url(source: str, override: str | None = None) -> str:
+    """The URL files are fetched under: override, else $GPT2_BASE_URL, else ($HF_ENDPOINT for hf), else the default."""
+    if source not in DEFAULT_BASE_URLS:
+        raise ValueError(f"unknown source {source!r}; use 'openai' or 'hf'")
+    env = os.environ.get(BASE_URL_ENV) or (os.environ.get("HF_ENDPOINT") if source == "hf" else None)
+    return (override or env or DEFAULT_BASE_URLS[source]).rstrip("/")
+
+
+def file_url(source: str, size: str, name: str, base: str | None = None) -> str:
+    base = base_url(source, base)
+    if source == "openai":
+        return f"{base}/{size}/{name}"
+    return f"{base}/{HF_REPOS[size]}/resolve/main/{name}"
+
+
+def checkpoint_bytes(config: GPTConfig) -> int:
+    """Bytes of OpenAI's data file for this config: float32 parameters back to back (124M: 497,759,232)."""
+    with torch.device("meta"):
+        return 4 * GPT(config).num_params()
+
+
+def looks_like_error_page(first_bytes: bytes, content_type: str) -> bool:
+    """True for an HTML/XML body (an error page, a proxy's login page, a storage service's XML error)."""
+    if content_type.split(";")[0].strip().lower() in ERROR_PAGE_TYPES:
+        return True
+    return first_bytes.lstrip()[:16].lower().startswith(ERROR_PAGE_STARTS)
+
+
+def _total_size(r: requests.Response, offset: int) -> int | None:
+    """Size of the whole file from a 200 (Content-Length) or 206 (Content-Range: bytes a-b/total) answer."""
+    if r.status_code == 206:
+        total = r.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = r.headers.get("Content-Length")
+    return int(length) if length is not None and length.isdigit() else None
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    expected_size: int | None = None,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+    chunk_size: int = 1 << 20,
+    progress: bool = True,
+    session: requests.Session | None = None,
+) -> Path:
+    """Fetch url to dest via dest.part, resuming and retrying (see the module docstring). A dest that exists (and
+    has expected_size, when given) is taken as complete and not fetched. Raises DownloadError."""
+    dest = Path(dest)
+    if dest.is_file() and (expected_size is None or dest.stat().st_size == expected_size):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    session = session or requests.Session()
+    last_error = "no attempt made"
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        offset = part.stat().st_size if part.exists() else 0
+        if expected_size is not None and offset > expected_size:  # not the file we want: start over
+            part.unlink()
+            offset = 0
+        if expected_size is not None and offset == expected_size:
+            return _finish(part, dest, expected_size)
+        try:
+            headers = {"Accept-Encoding": "identity"}  # sizes and byte ranges then refer to the file itself
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+                # We compare the length ourselves; urllib3's own check would raise on a cut connection and discard
+                # the last bytes it had read, which we want to keep so the resumed request asks only for the rest.
+                r.raw.enforce_content_length = False
+                if r.status_code == 416 and offset:  # nothing left past our offset: done, or the .part is too long
+                    whole = r.headers.get("Content-Range", "").rpartition("/")[2]
+                    if whole.isdigit() and int(whole) == offset:
+                        return _finish(part, dest, expected_size)
+                    part.unlink()
+                    last_error = "the partial file was longer than the server's file"
+                    continue
+                if r.status_code == 404:
+                    raise DownloadError(
+                        f"{url} does not exist (HTTP 404). Check the model size and source; with a mirror "
+                        f"(--base-url or ${BASE_URL_ENV}) check that it holds this file at this path"
+                    )
+                if r.status_code >= 500 or r.status_code == 429:  # server trouble or rate limit: worth retrying
+                    last_error = f"HTTP {r.status_code}"
+                    continue
+                if r.status_code not in (200, 206):
+                    raise DownloadError(f"{url} answered HTTP {r.status_code} {r.reason}; check the URL")
+                if r.status_code == 200 and offset:  # the server ignored our Range: take the whole file again
+                    offset = 0
+                if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                    part.unlink()  # not the range we asked for: appending it would corrupt the file
+                    last_error = f"asked for bytes from {offset:,}, got {r.headers.get('Content-Range')!r}"
+                    continue
+                total = _total_size(r, offset)
+                if expected_size is not None and total is not None and total != expected_size:
+                    raise DownloadError(
+                        f"{url} is {total:,} bytes, but {dest.name} should be {expected_size:,}: the server holds a "
+                        "different or damaged file. Check the model size, and the mirror if you use one"
+                    )
+                _stream(r, part, offset, total, chunk_size, progress, url)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            last_error = f"{type(e).__name__}: {e}"
+            continue
+        size = part.stat().st_size
+        if total is not None and size < total:  # the server closed early without an error: resume
+            last_error = f"connection closed after {size:,} of {total:,} bytes"
+            continue
+        if total is not None and size > total:
+            part.unlink()
+            raise DownloadError(f"{url} sent more bytes ({size:,}) than it announced ({total:,}); try again later")
+        return _finish(part, dest, expected_size)
+    raise DownloadError(
+        f"could not download {url} after {retries + 1} attempts (last: {last_error}). Check your connection and run "
+        f"the same command again: it resumes from the {part.stat().st_size if part.exists() else 0:,} bytes kept in "
+        f"{part}"
+    )
+
+
+def _stream(r, part: Path, offset: int, total: int | None, chunk_size: int, progress: bool, url: str) -> None:
+    """Append the body of r to part (from offset), refusing an HTML/XML error page before writing a byte."""
+    chunks = r.iter_content(chunk_size=chunk_size)
+    first = next(chunks, b"")
+    if looks_like_error_page(first, r.headers.get("Content-Type", "")):
+        raise DownloadError(
+            f"{url} answered with an HTML/XML page instead of the file (starts {first[:60]!r}); the URL is wrong or a "
+            "proxy/portal is in the way. Nothing was saved"
+        )
+    bar = tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")],
+        file=sys.stderr, disable=not progress, leave=False,
+    )  # fmt: skip
+    with bar, open(part, "r+b" if offset else "wb") as f:
+        f.seek(offset)
+        f.truncate()  # whatever lies past offset is not trusted
+        for chunk in itertools.chain([first], chunks):
+            f.write(chunk)
+            bar.update(len(chunk))
+
+
+def _finish(part: Path, dest: Path, expected_size: int | None) -> Path:
+    """Final checks on a complete .part, then the atomic rename that makes it dest."""
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        part.unlink()
+        raise DownloadError(f"{dest.name}: got {size:,} bytes, expected {expected_size:,}; run again to re-download")
+    problem = check_content(part, dest.name)
+    if problem:
+        part.unlink()
+        raise DownloadError(f"{dest.name} was downloaded but is not valid ({problem}); run again to re-download")
+    os.replace(part, dest)
+    return dest
+
+
+def check_content(path: Path, name: str) -> str | None:
+    """What is wrong with a downloaded file, judged by its name, or None."""
+    if name.endswith(".json") and name != "encoder.json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"not JSON: {e}"
+    if name.endswith(".safetensors"):  # 8-byte header length, JSON header, then exactly the data it describes
+        with open(path, "rb") as f:
+            try:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (struct.error, ValueError, KeyError, TypeError) as e:
+                return f"unreadable safetensors header: {e}"
+        if path.stat().st_size != 8 + n + end:
+            return f"safetensors header describes {8 + n + end:,} bytes, the file has {path.stat().st_size:,}"
+    return None
+
+
+def expected_sizes(source: str, size: str, directory: Path) -> dict[str, int]:
+    """Sizes known before fetching. OpenAI's data file size follows from hparams.json (fetched first); a preset's
+    exact table applies when the hparams describe that preset."""
+    if source != "openai":
+        return {}
+    sizes = dict(BPE_SIZES)
+    hparams = directory / "hparams.json"
+    if hparams.is_file():
+        config = config_from_openai_hparams(json.loads(hparams.read_text()))
+        sizes[OPENAI_DATA] = checkpoint_bytes(config)
+        preset = GPTConfig.from_preset(size)
+        if (config.n_layer, config.n_head, config.n_embd) == (preset.n_layer, preset.n_head, preset.n_embd):
+            sizes.update(KNOWN_SIZES.get(size, {}))
+    return sizes
+
+
+def download_model(
+    size: str,
+    source: str = "openai",
+    models_dir: str | Path = "weights",
+    base: str | None = None,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> Path:
+    """All files of one GPT-2 size into models_dir/source/size/ (skipping complete ones); returns that directory."""
+    size = canonical_preset(size)
+    if size not in OPENAI_SIZES:
+        raise ValueError(f"{size!r} is not one of OpenAI's sizes: {', '.join(OPENAI_SIZES)} (or gpt2, gpt2-medium, …)")
+    directory = Path(models_dir) / source / size
+    session = requests.Session()
+    for name in OPENAI_FILES if source == "openai" else HF_FILES:
+        url = file_url(source, size, name, base)
+        dest = directory / name
+        want = expected_sizes(source, size, directory).get(name)
+        if not (dest.is_file() and (want is None or dest.stat().st_size == want)):
+            print(f"downloading {url}", file=sys.stderr)
+        download_file(url, dest, want, retries=retries, backoff=backoff, progress=progress, session=session)
+    if source == "openai":
+        try:
+            verify_bpe_files(directory)
+        except TokenizerFileError as e:
+            for name in BPE_FILES:  # drop them so the next run fetches them again
+                (directory / name).unlink(missing_ok=True)
+            raise DownloadError(f"{e}; they were deleted, run again to re-download") from None
+    return directory
