@@ -185,6 +185,7 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor | LogitsAndLoss:
         """idx (B, T) token ids → logits (B, T, vocab_size); with targets (B, T), LogitsAndLoss(logits, loss)
         where target -100 is ignored (padding).
@@ -192,6 +193,8 @@ class GPT(nn.Module):
         For cached decoding (see gpt/generate.py): input_pos (T,) are the positions of these T tokens, which are
         also their KV-cache slots; position_ids (B, T) override the positions fed to wpe (left-padded batches);
         attn_mask (B or 1, 1, T, S) bool, True = may attend, replaces the default causal mask.
+        last_only: logits for the last position only, (B, 1, V) — all sampling needs. Skips the head's other T - 1
+        rows (the head is 31% of GPT-2 124M's matmul FLOPs) and a (B, T, V) output that is 200 MB for B=1, T=1024.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -207,6 +210,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i, input_pos, attn_mask)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, Vp)
         if self.config.padded_vocab_size != self.config.vocab_size:
