@@ -10,7 +10,7 @@ How the loop runs (gpt-fast's split):
 - decode_one_token(): one new token per sequence, attending over the cache: a token of compute, not a sequence.
   Eager decoding reads only the cache slots used so far. With compile=True the step keeps fixed shapes (the whole
   cache is read, masked) so torch.compile builds it once: CUDA graphs on a GPU (no per-kernel launch cost), fused
-  C++ loops on a CPU (see _cpu_decode_backend).
+  C++ loops on a CPU (see _compile_cpu_decode).
 - use_cache=False is the reference: a full forward over the window at every step. Tests hold the two equal.
 
 Unequal prompts are left-padded: row b's prompt sits at the right end of the (B, T) buffer after pad_b pad
@@ -121,30 +121,23 @@ def _decode_static(model, tok, cache, input_pos, positions, valid):
     return decode_one_token(model, tok, cache, input_pos, position_ids, valid & (slots <= input_pos))
 
 
-def _cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs):
-    """Inductor, with every one-row matmul (x @ W, x (1, K)) rewritten as sum_k x[k] * W[k, :].
+def _compile_cpu_decode():
+    """torch.compile of the decode step for a CPU: inductor, with one-row matmuls (x @ W, x (1, K)) rewritten as
+    sum_k x[k] · W[k, :] by inductor's own decompose_mm_pass.
 
-    A decode step is bound by reading weights. MKL's matrix-vector kernel streams fp32 weights at ~60-70% of
-    what a plain reduction reaches here, and bf16 at half; written as a multiply-and-sum, inductor emits one
-    vectorized C++ loop per weight that reads it once (bf16/fp32 in, fp32 accumulation) and fuses the bias, GELU
-    and residual adds around it. Batched rows (M > 1) stay on MKL, where a real GEMM reuses each weight M times.
+    A decode step is bound by streaming weights. For a single row, MKL's fp32 kernel streams them at ~60-70% of what
+    a plain vectorised reduction reaches here, and oneDNN's bf16 kernel at half; as a multiply-and-sum, inductor
+    emits one C++ loop per weight (bf16 or fp32 in, fp32 accumulation) and fuses the LayerNorms, GELU, bias and
+    residual adds around those loops. The pass also materialises each matmul's input first, so the LayerNorm/GELU
+    in front of it is computed once, not once per output row. Its CPU size limit (2048) would leave out the MLP
+    and the head, so we lift it: a module-level setting, read only when the pass is enabled, as it is below.
+    Batched rows (M > 1) stay on MKL, whose GEMM reuses each weight M times.
     """
-    from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
+    from torch._inductor.fx_passes import decompose_mem_bound_mm
 
-    def mm(a, b):  # a (M, K) @ b (K, N)
-        if a.shape[0] != 1:
-            return NotImplemented
-        return (a.float()[:, :, None] * b.float()[None]).sum(1).to(a.dtype)
-
-    def addmm(bias, a, b, *, beta=1, alpha=1):
-        if a.shape[0] != 1 or beta != 1 or alpha != 1:
-            return NotImplemented
-        return ((a.float()[:, :, None] * b.float()[None]).sum(1) + bias.float()).to(a.dtype)
-
-    aten = torch.ops.aten
-    table = {**select_decomp_table(), aten.mm.default: mm, aten.addmm.default: addmm}
-    return compile_fx(gm, example_inputs, decompositions=table)
+    decompose_mem_bound_mm.cpu_max_other_dimension_decomposition = 1 << 30
+    options = {"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+    return torch.compile(_decode_static, fullgraph=True, dynamic=False, options=options)
 
 
 _compiled_steps: dict[str, object] = {}  # device type → compiled _decode_static (torch.compile caches per shape)
@@ -156,7 +149,7 @@ def _compiled_decode(device: torch.device):
         if device.type == "cuda":  # CUDA graphs: one replay per token instead of ~150 kernel launches
             step = torch.compile(_decode_static, mode="reduce-overhead", fullgraph=True)
         elif device.type == "cpu":
-            step = torch.compile(_decode_static, backend=_cpu_decode_backend, fullgraph=True, dynamic=False)
+            step = _compile_cpu_decode()
         else:
             step = torch.compile(_decode_static, fullgraph=True)
         _compiled_steps[device.type] = step
@@ -171,8 +164,8 @@ def _static_cache(model: GPT, batch_size: int, max_len: int, dtype: torch.dtype,
     if key not in per_model:
         cache = KVCache(model.config, batch_size, max_len, device=device, dtype=dtype)
         if device.type == "cuda":
-            torch._dynamo.mark_static_address(cache.k)
-            torch._dynamo.mark_static_address(cache.v)
+            for buf in cache.k + cache.v:
+                torch._dynamo.mark_static_address(buf)
         per_model[key] = cache
     return per_model[key]
 

@@ -273,3 +273,5 @@ def test_compiled_decode_step_matches_eager(model):
     idx = torch.randint(0, V, (1, 6))
     eager = generate(m, idx, 40, temperature=0)  # passes the context: compiled decode + eager re-prefills
     assert torch.equal(generate(m, idx, 40, temperature=0, compile=True), eager)
+    # left-padded rows: position ids looked up inside the graph, pad slots masked
+    assert generate(m, PROMPTS, 20, temperature=0, compile=True) == generate(m, PROMPTS, 20, temperature=0)
