@@ -153,7 +153,7 @@ _static_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model
 def _compiled_decode(device: torch.device):
     if device.type not in _compiled_steps:
         if device.type == "cuda":  # CUDA graphs: one replay per token instead of ~150 kernel launches
-            step = torch.compile(_decode_static, mode="reduce-overhead", fullgraph=True)
+            step = torch.compile(_decode_static, mode="reduce-overhead", fullgraph=True, dynamic=False)
         elif device.type == "cpu":
             step = _compile_cpu_decode()
         else:

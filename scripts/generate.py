@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     generator = torch.Generator(device=device).manual_seed(seed)
     log(
-        f"{args.weights}: {model.num_params() / 1e6:.1f}M parameters on {device} in {args.dtype}; prompt "
-        f"{len(ids)} tokens; seed {seed}"
+        f"{args.weights}: {model.num_params() / 1e6:.1f}M parameters on {device} in {args.dtype}; "
+        f"prompt: {len(ids)} tokens; seed {seed}"
     )
 
     out = sys.stdout
