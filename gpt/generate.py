@@ -28,10 +28,10 @@ agree token for token. In a batch the window slides for all rows together (they 
 context a short prompt may see less context than it would alone.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
-the same weights; measured on a shared 2-core Sapphire Rapids at 1 thread): decoding is bound by streaming the
-weights (495 MB a token in fp32). Eager fp32 with prepare_for_decoding() ≈ 1.2× HF; compile=True ≈ 1.75× HF in
-fp32 and ≈ 2.1× HF (fp32) with bf16 weights — the compiled CPU step is one fused C++ loop per weight instead of
-MKL's matrix-vector kernel, which streams fp32 at two thirds of the rate and bf16 at half.
+the same weights, on a shared 2-core Sapphire Rapids with 1 and 2 threads): decoding is bound by streaming the
+weights (495 MB a token in fp32). Eager fp32 with prepare_for_decoding() ≈ 1.2× HF; compile=True ≈ 1.9-2.3× HF
+in fp32 and ≈ 2.3-2.9× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per weight instead
+of MKL's matrix-vector kernel, which streams fp32 at two thirds of that rate and bf16 at half.
 """
 
 from __future__ import annotations
@@ -386,7 +386,7 @@ def generate(
     temperature 0 is greedy; top_k / top_p restrict sampling (see sample_next_token); generator makes it
     reproducible. use_cache=False recomputes the whole window every step (the reference the tests compare with).
     compile=True compiles the decode step: the first call per batch size / cache size pays 20-60 s on 2 CPU
-    cores, later ones run ≈1.4× (fp32) to 2× (bf16) faster than eager on a CPU; on CUDA it replays CUDA graphs.
+    cores, later ones decode ≈1.5-1.9× faster than eager on a CPU at batch 1; on CUDA it replays CUDA graphs.
     It keeps one cache per model and shape, so do not interleave two compiled streams on one model; and it wants
     the natural weight layout (prepare_for_decoding(model, compile=True) leaves it so).
     slide: tokens dropped from the window when it reaches the context length (module docstring).
