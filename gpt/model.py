@@ -37,9 +37,11 @@ def manual_attention(
 class KVCache:
     """Preallocated keys and values for every layer, so decoding one token costs one token of compute.
 
-    k, v: (n_layer, B, H, max_len, D). A forward call with `input_pos` (T,) writes its keys/values at those slots;
-    attention then reads the buffer, masked so each token sees only slots ≤ its own position (and slots the caller's
-    attn_mask allows). Fixed shapes are what let a decode step be compiled or captured as a CUDA graph.
+    k, v: one (B, H, max_len, D) tensor per layer. A forward call with `input_pos` (T,) writes its keys/values at
+    those slots; attention then reads the buffer, masked so each token sees only slots ≤ its own position (and slots
+    the caller's attn_mask allows). Fixed shapes are what let a decode step be compiled or captured as a CUDA graph.
+    Separate tensors rather than views of one (n_layer, ...) tensor: torch.compile writes into a graph input in
+    place, but turns a write into a *view* of one into copies of the whole buffer, every step.
     """
 
     def __init__(
@@ -50,16 +52,16 @@ class KVCache:
             raise ValueError(
                 f"KVCache max_len must be in [1, {config.context_length}] (the context length), got {max_len}"
             )
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.max_len = max_len
 
     def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Write k/v (B, H, T, D) at slots input_pos (T,); return this layer's full buffers (B, H, max_len, D)."""
         k_buf, v_buf = self.k[layer], self.v[layer]
-        k_buf.index_copy_(2, input_pos, k.to(k_buf.dtype))
-        v_buf.index_copy_(2, input_pos, v.to(v_buf.dtype))
+        k_buf[:, :, input_pos] = k.to(k_buf.dtype)  # index_put_: in place, also inside a compiled graph
+        v_buf[:, :, input_pos] = v.to(v_buf.dtype)
         return k_buf, v_buf
 
     def causal_mask(self, input_pos: torch.Tensor) -> torch.Tensor:
@@ -185,6 +187,7 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor | LogitsAndLoss:
         """idx (B, T) token ids → logits (B, T, vocab_size); with targets (B, T), LogitsAndLoss(logits, loss)
         where target -100 is ignored (padding).
@@ -192,6 +195,8 @@ class GPT(nn.Module):
         For cached decoding (see gpt/generate.py): input_pos (T,) are the positions of these T tokens, which are
         also their KV-cache slots; position_ids (B, T) override the positions fed to wpe (left-padded batches);
         attn_mask (B or 1, 1, T, S) bool, True = may attend, replaces the default causal mask.
+        last_only: logits for the last position only, (B, 1, V) — all sampling needs. Skips the head's other T - 1
+        rows (the head is 31% of GPT-2 124M's matmul FLOPs) and a (B, T, V) output that is 200 MB for B=1, T=1024.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -207,6 +212,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i, input_pos, attn_mask)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, Vp)
         if self.config.padded_vocab_size != self.config.vocab_size:
