@@ -1,4 +1,9 @@
-"""Shared test setup: the repo root on sys.path (the package imports without installing), few threads, seeds."""
+"""Shared test setup: the repo root on sys.path (the package imports without installing), one thread, seeds.
+
+One OpenMP thread per process: the tests use tiny models, and several processes run at once (CLI subprocesses,
+notebook kernels, 2 torchrun workers); with 2 spinning OpenMP threads each on a 2-core machine, tiny ops ran up to
+200x slower. Subprocesses inherit OMP_NUM_THREADS.
+"""
 
 import os
 import sys
@@ -8,12 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported, and inherited by subprocesses
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -24,16 +24,6 @@ TINY = dict(vocab_size=V, context_length=CTX, n_layer=2, n_head=3, n_embd=48)
 PROMPTS = [[5, 17, 3, 90, 42, 8, 61], [11, 2], [70, 70, 1, 33]]  # unequal lengths: left padding is exercised
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny: a second thread buys nothing, and each OpenMP barrier can wait a scheduler tick for
-    # a core another process holds (measured on a shared 2-core machine: 200x slower with 2 threads).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
