@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt.config import GPTConfig
+from gpt.loss import linear_cross_entropy
 
 
 def manual_attention(
@@ -135,7 +136,7 @@ class Block(nn.Module):
 
 
 class LogitsAndLoss(NamedTuple):
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None when forward(..., return_logits=False)
     loss: torch.Tensor  # () mean cross-entropy over non-ignored targets
 
 
@@ -185,6 +186,7 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        return_logits: bool = True,
     ) -> torch.Tensor | LogitsAndLoss:
         """idx (B, T) token ids → logits (B, T, vocab_size); with targets (B, T), LogitsAndLoss(logits, loss)
         where target -100 is ignored (padding).
@@ -192,6 +194,8 @@ class GPT(nn.Module):
         For cached decoding (see gpt/generate.py): input_pos (T,) are the positions of these T tokens, which are
         also their KV-cache slots; position_ids (B, T) override the positions fed to wpe (left-padded batches);
         attn_mask (B or 1, 1, T, S) bool, True = may attend, replaces the default causal mask.
+        return_logits=False (training): the same loss, computed without materialising the (B, T, V) logits
+        (gpt/loss.py; much less memory traffic); the result's logits are then None.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -208,6 +212,8 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i, input_pos, attn_mask)
         x = self.transformer.ln_f(x)
+        if targets is not None and not return_logits:
+            return LogitsAndLoss(None, linear_cross_entropy(x, self.lm_head.weight, targets, self.config.vocab_size))
         logits = self.lm_head(x)  # (B, T, Vp)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padding rows are never valid tokens: drop them
