@@ -22,7 +22,7 @@ import torch
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, targets, vocab_size, chunk_rows, compute_dtype):
+    def forward(ctx, h, weight, targets, vocab_size, chunk_rows, compute_dtype, need_grad):
         # h (N, C) final hidden states; weight (Vp, C) output matrix (rows ≥ vocab_size are padding); targets (N,)
         N = h.size(0)
         hc, wc = h.to(compute_dtype), weight.to(compute_dtype)
@@ -30,7 +30,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n_valid = valid.sum().clamp(min=1)
         safe_t = targets.masked_fill(~valid, 0)
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         dz_all = torch.empty(N, weight.size(0), dtype=compute_dtype, device=h.device) if need_grad else None
         for i in range(0, N, chunk_rows):
             z = (hc[i : i + chunk_rows] @ wc.t()).float()  # (R, Vp) logits of this chunk, in float32
@@ -58,7 +57,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         g = grad_loss.to(dz.dtype)
         dh = ((dz @ wc) * g).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None  # (N, C)
         dw = ((dz.t() @ hc) * g).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None  # (Vp, C)
-        return dh, dw, None, None, None, None
+        return dh, dw, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -72,7 +71,10 @@ def linear_cross_entropy(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         compute_dtype = h.dtype
+    # (inside forward, grad mode is always off and needs_input_grad ignores torch.no_grad(), so decide here
+    # whether to prepare gradients: evaluation under no_grad/inference_mode skips that work)
+    need_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(device_type, enabled=False):
         return _LinearCrossEntropy.apply(
-            h.reshape(-1, h.size(-1)), weight, targets.reshape(-1), vocab_size, chunk_rows, compute_dtype
+            h.reshape(-1, h.size(-1)), weight, targets.reshape(-1), vocab_size, chunk_rows, compute_dtype, need_grad
         )

@@ -114,3 +114,13 @@ def test_initial_loss_is_about_log_vocab():
     with torch.no_grad():
         loss = model(x, y, return_logits=False).loss.item()
     assert loss == pytest.approx(torch.log(torch.tensor(50257.0)).item(), abs=0.3)
+
+
+def test_works_under_no_grad_for_evaluation():
+    h = torch.randn(5, C, requires_grad=True)
+    w = torch.randn(VP, C, requires_grad=True)
+    t = torch.randint(0, V, (5,))
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t, V)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, reference(h, w, t).detach())
