@@ -193,28 +193,44 @@ def _field_parser(tp) -> tuple[Any, bool]:
     return tp, False
 
 
+def field_comments(cls) -> dict[str, str]:
+    """Each field's trailing `# comment` in the dataclass source, so --help says what the code says."""
+    import inspect
+    import re
+
+    found = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+= .*?  # (.+)$", line)
+        if m:
+            found[m.group(1)] = m.group(2).strip()
+    return found
+
+
 def _add_field_args(parser: argparse.ArgumentParser, prefix: str, cls, dest_prefix: str) -> None:
+    """--field-name VALUE for every dataclass field (--field_name works too), with the field's comment as help;
+    bools also take --no-field-name, and an explicit true/false."""
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         if f.name == "model":
             continue
         parse, is_bool = _field_parser(hints[f.name])
-        dest = dest_prefix + f.name
-        names = {f"--{prefix}{f.name}", f"--{prefix}{f.name.replace('_', '-')}"}
-        default = f.default if f.default is not dataclasses.MISSING else "(see config)"
+        dest, flag = dest_prefix + f.name, prefix + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "see gpt/train.py"
+        about = (comments.get(f.name, "") + " ").replace("%", "%%")
+        hidden = dict(dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if is_bool:
-            parser.add_argument(
-                *sorted(names), dest=dest, nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
-                metavar="true|false", help=f"(default: {default}; --no-{prefix}{f.name.replace('_', '-')} to unset)",
-            )  # fmt: skip
-            no_names = {f"--no-{prefix}{f.name}", f"--no-{prefix}{f.name.replace('_', '-')}"}
-            parser.add_argument(
-                *sorted(no_names), dest=dest, action="store_false", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-            )
+            kw = dict(dest=dest, nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS)
+            parser.add_argument(f"--{flag}", **kw, metavar="true|false", help=f"{about}(default: {default})")
+            parser.add_argument(f"--no-{flag}", action="store_false", **hidden)
+            if "_" in f.name:
+                parser.add_argument(f"--{prefix}{f.name}", **{**kw, "help": argparse.SUPPRESS})
+                parser.add_argument(f"--no-{prefix}{f.name}", action="store_false", **hidden)
         else:
-            parser.add_argument(
-                *sorted(names), dest=dest, type=parse, default=argparse.SUPPRESS, help=f"(default: {default})"
-            )
+            kw = dict(dest=dest, type=parse, default=argparse.SUPPRESS)
+            parser.add_argument(f"--{flag}", **kw, help=f"{about}(default: {default})")
+            if "_" in f.name:
+                parser.add_argument(f"--{prefix}{f.name}", **{**kw, "help": argparse.SUPPRESS})
 
 
 @dataclass

@@ -137,10 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     # ---- model and optimizer -----------------------------------------------------------------------------------------
     set_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     if cfg.init_from and saved is None:
-        pretrained = load_model(cfg.init_from, device="cpu")  # e.g. converted OpenAI weights; its config wins
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(pretrained.config, dropout=cfg.model.dropout))
-        model = GPT(cfg.model)
-        model.load_state_dict(pretrained.state_dict())
+        # e.g. converted OpenAI weights: their architecture wins, except dropout and vocabulary padding (64 → 50304
+        # rows is faster; the extra rows are never a token, so they keep their random init)
+        pretrained = load_model(cfg.init_from, device="cpu")
+        arch = dataclasses.replace(
+            pretrained.config, dropout=cfg.model.dropout, vocab_multiple=cfg.model.vocab_multiple
+        )
+        cfg = dataclasses.replace(cfg, model=arch)
+        model = GPT(arch)
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():  # equal shapes, or more/fewer padding rows
+                src = pretrained.state_dict()[name]
+                tensor[: src.size(0)].copy_(src[: tensor.size(0)])
+        say(f"initialised from {cfg.init_from}")
         del pretrained
     else:
         model = GPT(cfg.model)
