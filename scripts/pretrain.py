@@ -102,11 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     if dinfo.ddp:  # launched by torchrun: one process per GPU (nccl), or per CPU worker (gloo)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
+    # on GPUs the plain logits + cross-entropy path is the well-trodden one, and torch.compile fuses it.
+    logits_out = device.type != "cpu"
 
     # ---- data: prepared token files, made from data_source the first time --------------------------------------------
     try:
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 for x, y in val_batches:
                     with autocast:
-                        val[0] += model(x.to(device), y.to(device), return_logits=False).loss.float()
+                        val[0] += model(x.to(device), y.to(device), return_logits=logits_out).loss.float()
                     val[1] += 1
             if dinfo.ddp:
                 dist.all_reduce(val)
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             sync = train_model.no_sync() if dinfo.ddp and k < grad_accum - 1 else nullcontext()
             with sync:
                 with autocast:
-                    loss = train_model(x, y, return_logits=False).loss  # mean over this micro-batch's tokens
+                    loss = train_model(x, y, return_logits=logits_out).loss  # mean over this micro-batch's tokens
                 if step == nan_step:
                     loss = loss * float("nan")  # test hook (see module docstring)
                 (loss / grad_accum).backward()  # gradients sum over micro-steps → the mean over the step's batch

@@ -8,6 +8,7 @@ import torch
 from gpt import GPT, GPTConfig
 from gpt.train import (
     TrainConfig,
+    build_arg_parser,
     configure_optimizer,
     cuda_guard_message,
     estimate_mfu,
@@ -75,6 +76,13 @@ def test_cli_overrides_every_kind_of_field(tmp_path):
     assert args.overrides["max_steps"] == 50 and "name" not in args.overrides  # only what the command line set
     assert parse_train_args(["--compile"]).config.compile is True
     assert parse_train_args(["--model", "124M", "--model.n_layer", "3"]).config.model.n_layer == 3
+
+
+def test_help_shows_each_fields_comment():
+    text = " ".join(build_arg_parser().format_help().split())
+    assert "--max-steps MAX_STEPS optimizer steps" in text
+    assert "--model.n-layer MODEL.N_LAYER number of transformer blocks (default: 12)" in text
+    assert "--max_steps" not in text  # the underscore spelling works but is not listed twice
 
 
 def test_cli_rejects_bad_values(capsys):
