@@ -152,16 +152,16 @@ class Tracker:
         id_file = self.run_dir / WANDB_ID_FILE
         run_id = id_file.read_text().strip() if resuming and id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
-        return wandb.init(
-            project=project,
-            name=run_name,
-            id=run_id,
-            resume="allow",
-            config=config,
-            dir=str(self.run_dir),
-            mode=self.wandb_mode,
-            settings=wandb.Settings(console="off", silent=True),
-        )
+        kwargs = dict(project=project, name=run_name, id=run_id, resume="allow", config=config, dir=str(self.run_dir),
+                      settings=wandb.Settings(console="off", silent=True))  # fmt: skip
+        try:
+            return wandb.init(mode=self.wandb_mode, **kwargs)
+        except Exception as e:  # e.g. online with a key but no network: log offline rather than lose the run
+            if self.wandb_mode != "online":
+                raise
+            print(f"warning: W&B online failed ({e}); logging offline instead (upload later with `wandb sync`)")
+            self.wandb_mode = "offline"
+            return wandb.init(mode="offline", **kwargs)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}

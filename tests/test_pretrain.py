@@ -204,7 +204,7 @@ def wait_for(predicate, proc, timeout=300.0):
 def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, data_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "6", "--ckpt-interval", "2",
-            "--eval-interval", "100", "--total-batch-tokens", "128"]  # fmt: skip
+            "--eval-interval", "100", "--total-batch-tokens", "128", "--tensorboard", "true"]  # fmt: skip
     env = {**os.environ, "GPT2_TEST_HANG_IN_CHECKPOINT": "4"}  # pause inside the write of step_000004
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -220,6 +220,14 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, da
     assert pretrain(["--resume", "--out-dir", str(run_dir)]) == 0  # and the run goes on from it
     assert latest_checkpoint(run_dir).name == "step_000006"
     assert not list(run_dir.glob("*.tmp"))
+    # steps 3 and 4, logged by the killed process after its last checkpoint, were replaced, not duplicated
+    assert [r["step"] for r in records(run_dir) if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert {e.step: e.value for e in acc.Scalars("train/loss")} == pytest.approx(series(run_dir, "train/loss"))
 
 
 def test_sigint_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path):
