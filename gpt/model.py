@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt.config import GPTConfig
+from gpt.loss import linear_cross_entropy
 
 
 def manual_attention(
@@ -137,7 +138,7 @@ class Block(nn.Module):
 
 
 class LogitsAndLoss(NamedTuple):
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None when forward(..., return_logits=False)
     loss: torch.Tensor  # () mean cross-entropy over non-ignored targets
 
 
@@ -188,6 +189,7 @@ class GPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         last_only: bool = False,
+        return_logits: bool = True,
     ) -> torch.Tensor | LogitsAndLoss:
         """idx (B, T) token ids → logits (B, T, vocab_size); with targets (B, T), LogitsAndLoss(logits, loss)
         where target -100 is ignored (padding).
@@ -197,6 +199,8 @@ class GPT(nn.Module):
         attn_mask (B or 1, 1, T, S) bool, True = may attend, replaces the default causal mask.
         last_only: logits for the last position only, (B, 1, V) — all sampling needs. Skips the head's other T - 1
         rows (the head is 31% of GPT-2 124M's matmul FLOPs) and a (B, T, V) output that is 200 MB for B=1, T=1024.
+        return_logits=False (training): the same loss, computed without materialising the (B, T, V) logits
+        (gpt/loss.py; much less memory traffic); the result's logits are then None.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -215,6 +219,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)
+        if targets is not None and not return_logits:
+            return LogitsAndLoss(None, linear_cross_entropy(x, self.lm_head.weight, targets, self.config.vocab_size))
         logits = self.lm_head(x)  # (B, T, Vp)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padding rows are never valid tokens: drop them

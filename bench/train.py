@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Training throughput of GPT-2 124M on the CPU: ours against Hugging Face's GPT2LMHeadModel, in the same run.
+
+    python bench/train.py                          # bf16 autocast and fp32, B=4, T=256, 5 timed steps each
+    python bench/train.py --dtypes bf16 --repeats 9 --compile
+
+One training step = forward + loss + backward + clip_grad_norm(1.0) + AdamW (the same fused AdamW with the same
+parameter groups for both models), timed after warm-up steps; the two models' steps alternate so that noise from
+other processes on the machine hits both alike; the median is reported. MFU divides the model's FLOPs per token
+(gpt/train.py flops_per_token) × tokens/s by the peak of a large matmul of the same dtype measured in the same run.
+
+Importable (bench/run.py uses these): measure_matmul_peak, build_case, measure_cases, markdown_table.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import torch  # noqa: E402
+
+from gpt import GPT, GPTConfig  # noqa: E402
+from gpt.train import configure_optimizer, flops_per_token, param_groups  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def measure_matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an n×n @ n×n matmul in `dtype` (median of `repeats` after warm-up): the denominator for MFU."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+@dataclass
+class Case:
+    name: str  # e.g. "ours" / "hf"
+    dtype: str  # "bf16" (autocast) or "fp32"
+    step: Callable[[], float]  # runs one training step, returns its loss
+    flops_per_token: float
+    compiled: bool = False
+    times: list[float] = field(default_factory=list)
+
+
+def _batch(batch_size: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50257, (batch_size, seq_len + 1), generator=g)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+
+def build_case(name: str, dtype: str, batch_size: int = 4, seq_len: int = 256, compile: bool = False) -> Case:
+    """A 124M model with its optimizer and one fixed batch, as a step() closure. name: 'ours' or 'hf'."""
+    torch.manual_seed(0)
+    x, y = _batch(batch_size, seq_len)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    if name == "ours":
+        cfg = GPTConfig.from_preset("124M", vocab_multiple=64)  # the padded vocabulary our configs train with
+        model = GPT(cfg).train()
+        opt = configure_optimizer(model, lr=1e-4, weight_decay=0.1, device_type="cpu")
+        fwd = torch.compile(model) if compile else model
+
+        def loss_fn():
+            return fwd(x, y, return_logits=False).loss  # the training path: no (B, T, V) logits
+
+    elif name == "hf":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        hf_cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # our 124M has no dropout either
+        model = GPT2LMHeadModel(hf_cfg).train()  # transformers picks SDPA attention by default, as we use
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95), fused=True)
+        cfg = GPTConfig.from_preset("124M")
+        fwd = torch.compile(model) if compile else model
+
+        def loss_fn():  # HF shifts labels itself: labels = the input ids gives the same next-token objective
+            return fwd(input_ids=x, labels=x).loss
+
+    else:
+        raise ValueError(f"unknown case {name!r}; use 'ours' or 'hf'")
+
+    def step() -> float:
+        with amp:
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    label = name + (" (compiled)" if compile else "")
+    return Case(label, dtype, step, flops_per_token(cfg, seq_len), compiled=compile)
+
+
+def measure_cases(cases: list[Case], warmup: int = 2, repeats: int = 5) -> None:
+    """Warm every case up, then time `repeats` rounds in which every case runs one step (interleaved)."""
+    for case in cases:
+        for _ in range(warmup):
+            case.step()
+    for _ in range(repeats):
+        for case in cases:
+            t0 = time.perf_counter()
+            case.step()
+            case.times.append(time.perf_counter() - t0)
+
+
+def tokens_per_sec(case: Case, tokens_per_step: int) -> float:
+    return tokens_per_step / statistics.median(case.times)
+
+
+def markdown_table(cases: list[Case], tokens_per_step: int, peaks: dict[str, float]) -> str:
+    rows = [
+        "| model | dtype | tokens/s (median) | step time (s) | × HF (same dtype, both eager or both compiled) "
+        "| MFU vs measured matmul peak |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    hf = {(c.dtype, c.compiled): tokens_per_sec(c, tokens_per_step) for c in cases if c.name.startswith("hf")}
+    for c in cases:
+        tps = tokens_per_sec(c, tokens_per_step)
+        ref = hf.get((c.dtype, c.compiled))
+        ratio = f"{tps / ref:.2f}" if ref else "–"
+        mfu = tps * c.flops_per_token / peaks[c.dtype]
+        rows.append(
+            f"| {c.name} | {c.dtype} | {tps:,.0f} | {statistics.median(c.times):.3f} | {ratio} | {100 * mfu:.1f}% |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="GPT-2 124M training tokens/s on the CPU: ours vs Hugging Face")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=list(DTYPES))
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
+    args = p.parse_args(argv)
+
+    peaks = {d: measure_matmul_peak(DTYPES[d]) for d in args.dtypes}
+    tokens = args.batch_size * args.seq_len
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B={args.batch_size}, T={args.seq_len}")
+    print("measured matmul peak: " + ", ".join(f"{d} {peaks[d] / 1e9:,.0f} GFLOP/s" for d in args.dtypes) + "\n")
+    all_cases = []
+    for d in args.dtypes:  # one dtype at a time keeps at most four 124M models (and their AdamW states) in memory
+        cases = [build_case(n, d, args.batch_size, args.seq_len) for n in ("hf", "ours")]
+        if args.compile:
+            cases += [build_case(n, d, args.batch_size, args.seq_len, compile=True) for n in ("hf", "ours")]
+        measure_cases(cases, args.warmup, args.repeats)
+        for c in cases:
+            c.step = None  # free the models before building the next dtype's
+        all_cases += cases
+    print(markdown_table(all_cases, tokens, peaks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Pretrain a GPT-2. The whole training loop is in main() below, top to bottom; gpt/ holds the small helpers.
+
+    python scripts/pretrain.py                                         # GPT-2 124M on a CUDA GPU (configs/default.yaml)
+    python scripts/pretrain.py --config configs/tiny.yaml --force-cpu  # a CPU-sized run (minutes)
+    torchrun --standalone --nproc_per_node=8 scripts/pretrain.py       # 8 GPUs on one machine (DDP)
+    python scripts/pretrain.py --config configs/tiny.yaml --force-cpu --resume --max-steps 800   # continue a run
+    python scripts/pretrain.py --init-from weights/gpt2-124M.safetensors --data-source my_texts/ \
+        --data-dir data/mine/prepared --learning-rate 1e-4            # continue OpenAI's GPT-2 on your own text
+
+Every TrainConfig field (gpt/train.py) is a flag: --max-steps 50, --model.n-layer 2, --compile false, --no-compile.
+Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`, metrics.jsonl, loss.png,
+TensorBoard event files (tensorboard --logdir runs) and an offline W&B run (wandb sync runs/<name>/wandb/offline-*).
+
+Test hooks (environment variables; used by tests/test_pretrain.py):
+    GPT2_INJECT_NAN_AT_STEP=k        the loss of optimizer step k becomes NaN (the run must stop cleanly)
+    GPT2_TEST_HANG_IN_CHECKPOINT=k   saving checkpoint k hangs halfway (see gpt/checkpoint.py)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+from gpt.checkpoint import (  # noqa: E402
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from gpt.data import BatchSampler, DataError, eval_batches, is_prepared, load_prepared, prepare_data  # noqa: E402
+from gpt.generate import generate  # noqa: E402
+from gpt.model import GPT  # noqa: E402
+from gpt.tokenizer import EOT_ID, get_tokenizer  # noqa: E402
+from gpt.tracking import Tracker, sample_text  # noqa: E402
+from gpt.train import (  # noqa: E402
+    CudaGuardError,
+    TrainConfig,
+    apply_overrides,
+    autocast_dtype,
+    configure_optimizer,
+    device_peak_flops,
+    dist_info_from_env,
+    estimate_mfu,
+    flops_per_token,
+    grad_accum_steps,
+    lr_at,
+    parse_train_args,
+    resolve_device,
+)
+from gpt.utils import set_seed  # noqa: E402
+from gpt.weights import load_model  # noqa: E402
+
+NAN_HOOK_ENV = "GPT2_INJECT_NAN_AT_STEP"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_train_args(argv)
+    cfg = args.config
+    dinfo = dist_info_from_env()
+    master = dinfo.is_main
+    say = print if master else (lambda *a, **k: None)
+
+    # ---- resume: the run continues with the config saved in its checkpoint, plus what the command line changes --
+    run_dir = cfg.run_dir
+    saved = None
+    ckpt = latest_checkpoint(run_dir)
+    if cfg.resume:
+        if ckpt is None:
+            print(f"error: --resume, but {run_dir} holds no checkpoint (no `latest` file)", file=sys.stderr)
+            return 1
+        saved = load_checkpoint_state(ckpt)
+        cfg = apply_overrides(TrainConfig.from_dict(saved["config"]), {**args.overrides, "out_dir": str(run_dir)})
+    elif ckpt is not None:
+        print(
+            f"error: {run_dir} already holds a run (latest checkpoint {ckpt.name}). Continue it with --resume, "
+            "or start a new one elsewhere with --out-dir (or --name), or delete that directory.",
+            file=sys.stderr,
+        )
+        return 1
+    start_step = saved["step"] if saved else 0
+
+    # ---- device: the CUDA guard --------------------------------------------------------------------------------------
+    try:
+        device = resolve_device(cfg, dinfo.local_rank)
+    except CudaGuardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if dinfo.ddp:  # launched by torchrun: one process per GPU (nccl), or per CPU worker (gloo)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
+    amp_dtype = autocast_dtype(cfg, device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
+    # on GPUs the plain logits + cross-entropy path is the well-trodden one, and torch.compile fuses it.
+    logits_out = device.type != "cpu"
+
+    # ---- data: prepared token files, made from data_source the first time --------------------------------------------
+    try:
+        if dinfo.local_rank == 0 and not is_prepared(cfg.data_dir):
+            if not cfg.data_source:
+                raise DataError(f"no prepared data in {cfg.data_dir} and no data_source to prepare it from")
+            say(f"preparing {cfg.data_source} → {cfg.data_dir} (once)")
+            prepare_data([cfg.data_source], cfg.data_dir, cfg.val_fraction, progress=master and cfg.progress)
+        if dinfo.ddp:
+            dist.barrier()
+        data = load_prepared(cfg.data_dir)
+        source = str(Path(cfg.data_source).resolve()) if cfg.data_source else None
+        if source and source not in data.meta.get("inputs", [source]):
+            say(f"note: {cfg.data_dir} was prepared from {data.meta['inputs']}, not {source}; training on it anyway "
+                "(delete that folder, or pass another --data-dir, to prepare data_source instead)")  # fmt: skip
+        T = cfg.block_size
+        grad_accum = grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, T, dinfo.world_size)
+        train_sampler = BatchSampler(
+            data.train, cfg.batch_size, T, grad_accum, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size
+        )
+        val_batches = eval_batches(
+            data.val, cfg.eval_iters, cfg.batch_size, T, cfg.seed + 1, dinfo.rank, dinfo.world_size
+        )
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    # ---- model and optimizer -----------------------------------------------------------------------------------------
+    set_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    if cfg.init_from and saved is None:
+        # e.g. converted OpenAI weights: their architecture wins, except dropout and vocabulary padding (64 → 50304
+        # rows is faster; the extra rows are never a token, so they keep their random init)
+        pretrained = load_model(cfg.init_from, device="cpu")
+        arch = dataclasses.replace(
+            pretrained.config, dropout=cfg.model.dropout, vocab_multiple=cfg.model.vocab_multiple
+        )
+        cfg = dataclasses.replace(cfg, model=arch)
+        model = GPT(arch)
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():  # equal shapes, or more/fewer padding rows
+                src = pretrained.state_dict()[name]
+                tensor[: src.size(0)].copy_(src[: tensor.size(0)])
+        say(f"initialised from {cfg.init_from}")
+        del pretrained
+    else:
+        model = GPT(cfg.model)
+    if saved is not None:
+        load_checkpoint_weights(ckpt, model)
+    model.to(device).train()
+    optimizer = configure_optimizer(
+        model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device_type=device.type
+    )
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        train_sampler.load_state_dict(saved["sampler"])
+        rng = saved["rng"]
+        restore_rng_state(rng[dinfo.rank] if len(rng) == dinfo.world_size else rng[0])
+    else:
+        torch.manual_seed(cfg.seed + dinfo.rank)  # dropout masks differ between ranks
+    raw_model = model  # the plain GPT: for saving and for text samples
+    if cfg.compile:
+        model = torch.compile(model)
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dinfo.ddp else model
+
+    # ---- logging, and what this run will do --------------------------------------------------------------------------
+    tracker = None
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        tracker = Tracker(
+            run_dir, cfg.to_dict(), run_name=cfg.name, tensorboard=cfg.tensorboard, wandb_mode=cfg.wandb_mode,
+            wandb_project=cfg.wandb_project, resume_step=start_step if saved is not None else None,
+        )  # fmt: skip
+    enc = get_tokenizer()
+    flops_tok = flops_per_token(cfg.model, T)
+    peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else device_peak_flops(device, amp_dtype)
+    say(
+        f"{'resuming at' if saved else 'starting'} step {start_step}/{cfg.max_steps} · {run_dir} · {device} "
+        f"· {str(amp_dtype).removeprefix('torch.')} · {dinfo.world_size} process(es)\n"
+        f"model {raw_model.num_params() / 1e6:.1f}M params · {cfg.total_batch_tokens:,} tokens/step = "
+        f"{dinfo.world_size} × {grad_accum} micro-steps × {cfg.batch_size} × {T} · data: train "
+        f"{data.train.size:,} tokens, val {data.val.size:,}"
+    )
+
+    # ---- SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly -----------------------------------
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):
+        stop["signal"] = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
+
+    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    nan_step = int(os.environ.get(NAN_HOOK_ENV, -1))
+    stop_requested = False
+    exit_code = 0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress))
+    log = bar.write if master else (lambda *a, **k: None)
+
+    # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
+    for step in range(start_step, cfg.max_steps + 1):
+        last = step == cfg.max_steps
+
+        # -- validation: the same eval_iters random batches every time; at step 0, every eval_interval, at the end --
+        if (step % cfg.eval_interval == 0 or last) and not (saved is not None and step == start_step):
+            model.eval()
+            val = torch.zeros(2, device=device)  # (sum of batch losses, batches) on this rank
+            with torch.no_grad():
+                for x, y in val_batches:
+                    with autocast:
+                        val[0] += model(x.to(device), y.to(device), return_logits=logits_out).loss.float()
+                    val[1] += 1
+            if dinfo.ddp:
+                dist.all_reduce(val)
+            val_loss = (val[0] / val[1]).item()
+            if master:
+                log(f"step {step}: val loss {val_loss:.4f}")
+                tracker.log(step, {"val/loss": val_loss})
+                if cfg.sample_tokens > 0:
+                    prompt = enc.encode_ordinary(cfg.sample_prompt) or [EOT_ID]
+                    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the same dice at every eval
+                    with autocast:
+                        out = generate(
+                            raw_model, torch.tensor([prompt], device=device), cfg.sample_tokens,
+                            temperature=1.0, top_k=50, generator=gen,
+                        )  # fmt: skip
+                    text = cfg.sample_prompt + sample_text(enc, out[0, len(prompt) :].tolist())
+                    tracker.log_text(step, "samples/text", text)
+                tracker.plot_losses()
+            model.train()
+
+        # -- checkpoint (rank 0 writes; every rank contributes its RNG state) --
+        if step > start_step and (step % cfg.ckpt_interval == 0 or last or stop_requested):
+            rng_states = [capture_rng_state()]
+            if dinfo.ddp:
+                rng_states = [None] * dinfo.world_size
+                dist.all_gather_object(rng_states, capture_rng_state())
+            if master:
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "sampler": train_sampler.state_dict(),
+                    "rng": rng_states,
+                    "config": cfg.to_dict(),
+                    "world_size": dinfo.world_size,
+                }
+                path = save_checkpoint(run_dir, step, raw_model, state, keep=cfg.keep_checkpoints)
+                log(f"step {step}: saved {path}")
+            if dinfo.ddp:
+                dist.barrier()
+        if last or stop_requested:
+            break
+
+        # -- one optimizer step: grad_accum micro-batches, clip, AdamW --
+        t0 = time.perf_counter()
+        lr = lr_at(
+            step, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+            decay_steps=cfg.lr_decay_steps or cfg.max_steps,
+        )  # fmt: skip
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for k, (x, y) in enumerate(train_sampler.next_step()):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # DDP averages gradients across ranks during backward; only the last micro-step needs that
+            sync = train_model.no_sync() if dinfo.ddp and k < grad_accum - 1 else nullcontext()
+            with sync:
+                with autocast:
+                    loss = train_model(x, y, return_logits=logits_out).loss  # mean over this micro-batch's tokens
+                if step == nan_step:
+                    loss = loss * float("nan")  # test hook (see module docstring)
+                (loss / grad_accum).backward()  # gradients sum over micro-steps → the mean over the step's batch
+            loss_sum += loss.detach()
+        # mean loss over the whole step (all ranks) and "did any rank get a stop signal", in one all-reduce
+        packed = torch.stack([loss_sum / grad_accum, torch.tensor(float(stop["signal"] is not None), device=device)])
+        if dinfo.ddp:
+            dist.all_reduce(packed)
+            packed[0] /= dinfo.world_size
+        norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        train_loss, grad_norm = packed[0].item(), norm.item()
+        stop_requested = packed[1].item() > 0
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+            good = latest_checkpoint(run_dir)
+            print(
+                f"error: the loss is {train_loss} (gradient norm {grad_norm}) at step {step + 1}; stopping without "
+                f"applying this update. Last good checkpoint: {good or 'none yet'}. Resume from it with --resume, "
+                "perhaps with a lower --learning-rate or a longer --warmup-steps.",
+                file=sys.stderr,
+            )
+            exit_code = 1
+            break
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # honest timing: wait for the GPU
+        tok_per_s = cfg.total_batch_tokens / (time.perf_counter() - t0)
+        if master:
+            metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": grad_norm}
+            metrics["train/tokens_per_sec"] = tok_per_s
+            if peak:
+                metrics["train/mfu"] = estimate_mfu(tok_per_s / dinfo.world_size, flops_tok, peak)
+            tracker.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
+            bar.update(1)
+        if stop_requested:
+            log(f"stop requested (signal): finishing at step {step + 1} with a checkpoint")
+
+    # ---- wrap up -----------------------------------------------------------------------------------------------------
+    bar.close()
+    if master:
+        tracker.plot_losses()
+        tracker.close()
+        if stop_requested:
+            say(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
+    if dinfo.ddp:
+        dist.destroy_process_group()
+    for s, h in old_handlers.items():
+        signal.signal(s, h)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

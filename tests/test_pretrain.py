@@ -1,0 +1,343 @@
+"""scripts/pretrain.py end to end, on tiny models: the CUDA guard, a real run on the default corpus with every log
+format read back by its own reader, bit-exact resume, crash safety (SIGKILL mid-write, SIGINT, NaN),
+2-process DDP under real torchrun == 1 process, and the loop's first step recomputed by hand."""
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt import GPT, GPTConfig, load_model, save_model
+from gpt.checkpoint import latest_checkpoint, load_checkpoint_state
+from gpt.data import BatchSampler, load_prepared, prepare_data
+from gpt.train import param_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "pretrain.py"
+
+# A 2-layer, 32-wide model on 32-token windows: ≈ 1.6M parameters, almost all of them the embedding table.
+TINY = ["--force-cpu", "--no-compile", "--no-progress", "--model", "tiny", "--model.n-layer", "2",
+        "--model.n-head", "2", "--model.n-embd", "32", "--model.context-length", "32", "--model.vocab-multiple", "64",
+        "--batch-size", "4", "--learning-rate", "1e-2", "--min-lr", "1e-3", "--warmup-steps", "2", "--eval-iters", "2",
+        "--sample-tokens", "6", "--wandb-mode", "disabled", "--no-tensorboard"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pretrain():
+    """scripts/pretrain.py's main(), imported once, for runs that need no separate process."""
+    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_data([ROOT / "data" / "shakespeare"], out, val_fraction=0.1, progress=False)
+    return out
+
+
+def records(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def series(run_dir: Path, key: str) -> dict[int, float]:
+    return {r["step"]: r[key] for r in records(run_dir) if key in r}
+
+
+def run_cli(args, env=None, **kw):
+    env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, **kw)
+
+
+# ---- the CUDA guard --------------------------------------------------------------------------------------------------
+def test_no_cuda_and_no_force_cpu_exits_1_with_guidance(tmp_path):
+    env = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU even on a machine that has one
+    result = run_cli([], env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    for needle in ("CUDA is not available", "--device mps", "--force-cpu", "configs/tiny.yaml"):
+        assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started
+    assert run_cli(["--device", "cuda"], env=env, cwd=tmp_path, timeout=120).returncode == 1
+
+
+# ---- W&B's offline run file, read without W&B's help ----------------------------------------------------------------
+def read_wandb_history(run_file: Path) -> list[dict]:
+    """History rows of a W&B offline run (.wandb): a 7-byte header (':W&B', magic 0xBEE1, version), then a
+    LevelDB-style log in 32 KiB blocks of records (crc32 of type+data, uint16 length, uint8 type 1=full, 2=first,
+    3=middle, 4=last) holding serialized wandb Record protobufs."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    rows, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # too little room left in this block for a header: zero padding
+            pos += 32768 - pos % 32768
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            break
+        assert crc == zlib.crc32(bytes([kind]) + payload), "corrupt W&B record"
+        pending = payload if kind in (1, 2) else pending + payload
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})  # fmt: skip
+    return rows
+
+
+# ---- a real run on the default corpus --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_run_learns_and_logs_to_tensorboard_wandb_jsonl_and_png(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, data_dir = tmp_path / "run", tmp_path / "prepared"
+    # 400 steps of 512 tokens (≈ 0.15 epochs) on a 64-wide model: enough to learn more than token frequencies
+    args = [*TINY, "--out-dir", str(run_dir), "--data-dir", str(data_dir),
+            "--data-source", str(ROOT / "data" / "shakespeare"), "--tensorboard", "true", "--wandb-mode", "offline",
+            "--dtype", "bfloat16", "--model.n-embd", "64", "--model.context-length", "64", "--batch-size", "8",
+            "--total-batch-tokens", "512", "--max-steps", "400", "--learning-rate", "0.015", "--min-lr", "0.0015",
+            "--weight-decay", "0", "--warmup-steps", "10", "--eval-interval", "200", "--eval-iters", "16",
+            "--ckpt-interval", "400"]  # fmt: skip
+    result = run_cli(args, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (data_dir / "meta.json").is_file()  # pretrain.py prepared the corpus itself
+
+    # it learned: far below the starting loss, and below what token frequencies alone give (the unigram entropy)
+    val = series(run_dir, "val/loss")
+    assert sorted(val) == [0, 200, 400]
+    counts = np.bincount(load_prepared(data_dir).train, minlength=50257).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    unigram_entropy = float(-(p * np.log(p)).sum())  # ≈ 6.4 nats for Shakespeare in GPT-2 tokens
+    assert val[0] == pytest.approx(math.log(50257), abs=0.5)
+    assert val[400] < val[0] - 3.0
+    assert val[400] < unigram_entropy, (val, unigram_entropy)
+
+    # metrics.jsonl and the PNG
+    train = series(run_dir, "train/loss")
+    assert sorted(train) == list(range(1, 401))
+    assert all(math.isfinite(v) for v in train.values())
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    samples = series(run_dir, "samples/text")
+    assert sorted(samples) == [0, 200, 400] and all(s.startswith("ROMEO:") for s in samples.values())
+    assert (run_dir / "config.yaml").is_file() and latest_checkpoint(run_dir).name == "step_000400"
+
+    # TensorBoard, read by TensorBoard's own loader
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    expected_tags = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "val/loss"}
+    assert expected_tags <= set(acc.Tags()["scalars"])
+    assert "samples/text" in acc.Tags()["tensors"]
+    tb_train = {e.step: e.value for e in acc.Scalars("train/loss")}
+    assert tb_train.keys() == train.keys()
+    assert all(tb_train[s] == pytest.approx(train[s], rel=1e-6) for s in train)
+    assert {e.step: e.value for e in acc.Scalars("val/loss")} == pytest.approx(val, rel=1e-6)
+
+    # W&B: an offline run with the same numbers
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    history = read_wandb_history(run_file)
+    wb_train = {r["_step"]: r["train/loss"] for r in history if "train/loss" in r}
+    wb_val = {r["_step"]: r["val/loss"] for r in history if "val/loss" in r}
+    assert wb_train == pytest.approx(train, rel=1e-6) and wb_train.keys() == train.keys()
+    assert wb_val == pytest.approx(val, rel=1e-6)
+    assert expected_tags <= {k for r in history for k in r}
+
+
+# ---- exact resume ----------------------------------------------------------------------------------------------------
+def test_resume_is_bit_exact(pretrain, data_dir, tmp_path):
+    # dropout on, so the restored RNG state matters too; 2 micro-steps per step; the schedule pinned to 6 steps
+    common = [*TINY, "--data-dir", str(data_dir), "--model.dropout", "0.1", "--total-batch-tokens", "256",
+              "--lr-decay-steps", "6", "--eval-interval", "3", "--ckpt-interval", "3"]  # fmt: skip
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert pretrain([*common, "--out-dir", str(full), "--max-steps", "6"]) == 0
+    assert pretrain([*common, "--out-dir", str(split), "--max-steps", "3"]) == 0
+    assert pretrain(["--resume", "--out-dir", str(split), "--max-steps", "6"]) == 0  # the saved config, extended
+
+    assert series(split, "train/loss") == series(full, "train/loss")  # identical floats, steps 1..6
+    assert sorted(series(full, "train/loss")) == [1, 2, 3, 4, 5, 6]
+    assert series(split, "val/loss") == series(full, "val/loss")  # steps 0, 3, 6; no duplicate eval at 3
+    a, b = load_model(full), load_model(split)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    sa, sb = load_checkpoint_state(full), load_checkpoint_state(split)
+    for group in ("exp_avg", "exp_avg_sq"):
+        for k in sa["optimizer"]["state"]:
+            assert torch.equal(sa["optimizer"]["state"][k][group], sb["optimizer"]["state"][k][group])
+
+    # a finished run refuses a fresh start in the same place, and --resume needs a checkpoint
+    assert pretrain([*common, "--out-dir", str(full), "--max-steps", "6"]) == 1
+    assert pretrain([*common, "--out-dir", str(tmp_path / "empty"), "--resume"]) == 1
+
+
+# ---- crash safety ----------------------------------------------------------------------------------------------------
+def wait_for(predicate, proc, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "6", "--ckpt-interval", "2",
+            "--eval-interval", "100", "--total-batch-tokens", "128", "--tensorboard", "true"]  # fmt: skip
+    env = {**os.environ, "GPT2_TEST_HANG_IN_CHECKPOINT": "4"}  # pause inside the write of step_000004
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: (run_dir / "step_000004.tmp" / "HANGING").exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (run_dir / "step_000004.tmp" / "model.safetensors").is_file()  # really killed halfway
+    assert not (run_dir / "step_000004").exists()
+    assert latest_checkpoint(run_dir).name == "step_000002"
+    assert load_checkpoint_state(run_dir)["step"] == 2
+    load_model(run_dir)  # loadable
+    assert pretrain(["--resume", "--out-dir", str(run_dir)]) == 0  # and the run goes on from it
+    assert latest_checkpoint(run_dir).name == "step_000006"
+    assert not list(run_dir.glob("*.tmp"))
+    # steps 3 and 4, logged by the killed process after its last checkpoint, were replaced, not duplicated
+    assert [r["step"] for r in records(run_dir) if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert {e.step: e.value for e in acc.Scalars("train/loss")} == pytest.approx(series(run_dir, "train/loss"))
+
+
+def test_sigint_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "100000",
+            "--ckpt-interval", "100000", "--eval-interval", "100000", "--total-batch-tokens", "128"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "WANDB_SILENT": "true"})  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and len(series(run_dir, "train/loss")) >= 3, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    steps = sorted(series(run_dir, "train/loss"))
+    ckpt = latest_checkpoint(run_dir)
+    assert ckpt is not None and ckpt.name == f"step_{steps[-1]:06d}"  # the checkpoint holds the last finished step
+    assert load_checkpoint_state(ckpt)["step"] == steps[-1]
+    assert "--resume" in out
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(pretrain, data_dir, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("GPT2_INJECT_NAN_AT_STEP", "3")  # the 4th update's loss becomes NaN
+    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "8", "--ckpt-interval", "2",
+            "--eval-interval", "100", "--total-batch-tokens", "128"]  # fmt: skip
+    assert pretrain(args) == 1
+    err = capsys.readouterr().err
+    assert "the loss is nan" in err and "step_000002" in err
+    assert sorted(series(run_dir, "train/loss")) == [1, 2, 3]  # the NaN step was never applied nor logged
+    assert latest_checkpoint(run_dir).name == "step_000002"
+    assert [p.name for p in run_dir.glob("step_*")] == ["step_000002"]
+
+
+# ---- DDP: 2 processes under real torchrun == 1 process with the same global batch ------------------------------------
+def test_torchrun_two_processes_match_one_process(pretrain, data_dir, tmp_path):
+    # 512 tokens per step = 4 micro-steps of 4×32 in one process, 2 per rank in two (so no_sync is exercised)
+    common = [*TINY, "--data-dir", str(data_dir), "--total-batch-tokens", "512", "--max-steps", "4",
+              "--eval-interval", "2", "--eval-iters", "3", "--ckpt-interval", "4"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [*cmd, *common, "--out-dir", str(two)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout and "2 micro-steps" in result.stdout
+    assert pretrain([*common, "--out-dir", str(one)]) == 0
+
+    l1, l2 = series(one, "train/loss"), series(two, "train/loss")
+    assert sorted(l1) == sorted(l2) == [1, 2, 3, 4]
+    for s in l1:
+        assert abs(l1[s] - l2[s]) <= 1e-5, (s, l1[s], l2[s])
+    v1, v2 = series(one, "val/loss"), series(two, "val/loss")  # eval batches split across ranks, all-reduced
+    assert sorted(v1) == sorted(v2) == [0, 2, 4] and all(abs(v1[s] - v2[s]) <= 1e-5 for s in v1)
+    assert l1[4] < l1[1]  # it trained
+    for (n, a), (_, b) in zip(load_model(one).state_dict().items(), load_model(two).state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
+
+
+# ---- the loop's arithmetic, redone by hand (and --init-from) ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_first_steps_match_hand_written_steps(pretrain, data_dir, tmp_path, dtype):
+    # saved unpadded (like converted OpenAI weights); the run pads the vocabulary to 50304 rows (--model.vocab-multiple)
+    cfg = GPTConfig(vocab_size=50257, context_length=32, n_layer=2, n_head=2, n_embd=32, vocab_multiple=1)
+    torch.manual_seed(5)
+    start = GPT(cfg)
+    save_model(start, tmp_path / "start.safetensors")
+    run_dir = tmp_path / "run"
+    lr, clip, seed = 3e-3, 0.05, 11  # clip low enough that clipping really happens
+    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir),
+            "--init-from", str(tmp_path / "start.safetensors"),
+            "--max-steps", "2", "--warmup-steps", "0", "--learning-rate", str(lr), "--min-lr", str(lr),
+            "--grad-clip", str(clip), "--seed", str(seed), "--total-batch-tokens", "256", "--dtype", dtype,
+            "--sample-tokens", "0"]  # fmt: skip
+    assert pretrain(args) == 0
+
+    # the same steps by hand: the plain forward (logits + F.cross_entropy), loss / accum, clip, PyTorch's AdamW
+    model = load_model(tmp_path / "start.safetensors").train()
+    ref_opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    sampler = BatchSampler(load_prepared(data_dir).train, batch_size=4, seq_len=32, grad_accum=2, seed=seed)
+    expected = []
+    for _ in range(2):
+        total = 0.0
+        for x, y in sampler.next_step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            (loss / 2).backward()
+            total += loss.item() / 2
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+        assert norm > clip  # clipping happens, and differently in the two steps, which AdamW's 2nd step sees
+        ref_opt.step()
+        ref_opt.zero_grad()
+        expected.append((total, norm))
+
+    logged = [r for r in records(run_dir) if "train/loss" in r]
+    assert [r["step"] for r in logged] == [1, 2]
+    for r, (loss, norm) in zip(logged, expected):
+        assert r["train/loss"] == pytest.approx(loss, rel=1e-5 if dtype == "float32" else 5e-3)
+        assert r["train/grad_norm"] == pytest.approx(norm, rel=1e-4 if dtype == "float32" else 0.05)
+        assert r["train/lr"] == pytest.approx(lr)
+    trained = load_model(run_dir)
+    assert trained.config.n_layer == 2  # --init-from's config won over the default 124M ...
+    assert trained.config.padded_vocab_size == 50304  # ... except for the padding
+    moved = 0
+    for (name, a), (_, b) in zip(trained.state_dict().items(), model.state_dict().items()):
+        a = a[: b.size(0)]  # the real vocabulary rows
+        if dtype == "float32":
+            # (atol: AdamW moves an element whose gradient is near eps by an amount sensitive to rounding; a real
+            # mistake moves elements by ~lr = 3e-3)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
+        moved += int(not torch.equal(a, start.state_dict()[name]))
+    assert moved == len(start.state_dict())  # every tensor took the steps

@@ -1,0 +1,145 @@
+"""The training helpers in gpt/train.py: config + command line, optimizer groups, LR schedule, accumulation, MFU."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt import GPT, GPTConfig
+from gpt.train import (
+    TrainConfig,
+    build_arg_parser,
+    configure_optimizer,
+    cuda_guard_message,
+    estimate_mfu,
+    flops_per_token,
+    grad_accum_steps,
+    lr_at,
+    param_groups,
+    parse_train_args,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- config ----------------------------------------------------------------------------------------------------------
+def test_default_yaml_is_exactly_the_dataclass_defaults():
+    assert TrainConfig.from_file(ROOT / "configs" / "default.yaml") == TrainConfig()
+    cfg = TrainConfig()
+    assert cfg.model.n_layer == 12 and cfg.model.n_embd == 768 and cfg.model.padded_vocab_size == 50304
+    assert cfg.block_size == 1024
+
+
+def test_tiny_yaml_is_cpu_sized_and_valid():
+    cfg = TrainConfig.from_file(ROOT / "configs" / "tiny.yaml")
+    assert GPT(cfg.model).num_params() < 10_000_000
+    assert cfg.force_cpu and not cfg.compile
+    grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, cfg.block_size)  # divides evenly
+
+
+def test_yaml_round_trip_and_unknown_fields():
+    cfg = TrainConfig(name="x", max_steps=7, seq_len=64, model=GPTConfig.from_preset("tiny"))
+    assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_yaml("max_step: 10\n")
+    with pytest.raises(ValueError, match="unknown GPTConfig field"):
+        TrainConfig.from_yaml("model: {n_layers: 2}\n")
+
+
+def test_model_entry_accepts_preset_and_preset_with_overrides():
+    assert TrainConfig.from_yaml("model: tiny\n").model == GPTConfig.from_preset("tiny")
+    cfg = TrainConfig.from_yaml("model: {preset: tiny, context_length: 64}\n")
+    assert cfg.model == GPTConfig.from_preset("tiny", context_length=64)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [(dict(batch_size=0), "batch_size"), (dict(min_lr=1.0), "min_lr"), (dict(dtype="float16"), "gradient scaler"),
+     (dict(wandb_mode="maybe"), "wandb_mode"), (dict(seq_len=4096), "seq_len"), (dict(keep_checkpoints=0), "keep")],
+)  # fmt: skip
+def test_config_validation_names_the_problem(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
+
+
+def test_cli_overrides_every_kind_of_field(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: base\nmax_steps: 10\ncompile: true\nmodel: tiny\n")
+    args = parse_train_args(
+        ["--config", str(tmp_path / "c.yaml"), "--max-steps", "50", "--learning_rate", "1e-3", "--no-compile",
+         "--tensorboard", "false", "--force-cpu", "--seq-len", "none", "--model.n-layer", "2", "--init-from", "w.st"]
+    )  # fmt: skip
+    cfg = args.config
+    assert (cfg.name, cfg.max_steps, cfg.learning_rate) == ("base", 50, 1e-3)
+    assert cfg.compile is False and cfg.tensorboard is False and cfg.force_cpu is True
+    assert cfg.seq_len is None and cfg.init_from == "w.st"
+    assert cfg.model == GPTConfig.from_preset("tiny", n_layer=2)
+    assert args.overrides["max_steps"] == 50 and "name" not in args.overrides  # only what the command line set
+    assert parse_train_args(["--compile"]).config.compile is True
+    assert parse_train_args(["--model", "124M", "--model.n_layer", "3"]).config.model.n_layer == 3
+
+
+def test_help_shows_each_fields_comment():
+    text = " ".join(build_arg_parser().format_help().split())
+    assert "--max-steps MAX_STEPS optimizer steps" in text
+    assert "--model.n-layer MODEL.N_LAYER number of transformer blocks (default: 12)" in text
+    assert "--max_steps" not in text  # the underscore spelling works but is not listed twice
+
+
+def test_cli_rejects_bad_values(capsys):
+    for argv in (["--max-steps", "ten"], ["--compile", "perhaps"], ["--no-such-flag", "1"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit) as e:
+            parse_train_args(argv)
+        assert e.value.code == 2
+    assert "batch_size must be at least 1" in capsys.readouterr().err
+
+
+# ---- optimizer -------------------------------------------------------------------------------------------------------
+def test_weight_decay_only_on_matrices_and_every_parameter_once():
+    model = GPT(GPTConfig.from_preset("tiny", n_layer=2))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    ids = [id(p) for g in (decay, no_decay) for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))  # the tied head appears once
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params()
+    decayed = {id(p) for p in decay["params"]}
+    assert id(model.transformer.wte.weight) in decayed and id(model.transformer.h[0].attn.c_attn.bias) not in decayed
+    opt = configure_optimizer(model, lr=1e-3, weight_decay=0.1, device_type="cpu")
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    kw = dict(max_lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=110)
+    lrs = [lr_at(s, **kw) for s in range(130)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[0] > 0  # never zero at the first step
+    assert lrs[9] == pytest.approx(1.0)  # peak reached at the end of warmup
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # linear rise
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then never rises
+    assert lrs[60] == pytest.approx(0.1 + 0.5 * 0.9)  # halfway down the cosine
+    assert lrs[110:] == [0.1] * 20
+    assert lr_at(5, max_lr=1.0, min_lr=0.0, warmup_steps=0, decay_steps=10) == pytest.approx(0.5)
+
+
+def test_grad_accum_steps_and_its_error():
+    assert grad_accum_steps(524_288, 16, 1024, world_size=8) == 4
+    assert grad_accum_steps(65_536, 8, 1024, world_size=1) == 8
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        grad_accum_steps(65_536, 8, 1024, world_size=3)
+
+
+def test_flops_per_token_counts_the_model_weights():
+    cfg = GPTConfig.from_preset("124M")
+    model = GPT(cfg)
+    n = model.num_params() - model.transformer.wpe.weight.numel()
+    assert flops_per_token(cfg, 1024) == 6 * n + 12 * 12 * 768 * 1024
+    assert flops_per_token(cfg, 1024) == pytest.approx(855e6, rel=0.002)  # the figure nanoGPT's MFU uses
+    small = GPTConfig.from_preset("tiny", qkv_bias=False, vocab_multiple=64)
+    m = GPT(small)
+    assert flops_per_token(small, 7) == 6 * (m.num_params() - m.transformer.wpe.weight.numel()) + 12 * 4 * 128 * 7
+    assert estimate_mfu(1000.0, 855e6, 989e12) == pytest.approx(855e9 / 989e12)
+
+
+def test_guard_message_lists_the_options():
+    msg = cuda_guard_message()
+    for needle in ("CUDA is not available", "--device mps", "--force-cpu", "configs/tiny.yaml"):
+        assert needle in msg
