@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,16 +64,27 @@ def _check_not_binary(path: Path) -> None:
         raise DataError(f"{path} looks binary (it contains NUL bytes); pass UTF-8 text files only")
 
 
-def iter_text_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str | None]:
+# A place inside a line where GPT-2's pre-tokenizer always splits: a non-space, then a space and a non-space ("a| b").
+# No piece holds a space after its first character, so the piece before ends there in any case; and a space before a
+# non-space always starts a new piece (" word", " 42", " !"). Cutting there changes no token.
+_SAFE_INLINE_CUT = re.compile(r"(?<=\S) (?=\S)")
+
+
+def iter_text_chunks(
+    path: Path, chunk_chars: int = 1 << 20, max_chunk_chars: int | None = None
+) -> Iterator[str | None]:
     """Stream a UTF-8 file as text chunks of about chunk_chars characters, never holding the whole file.
     Yields None at each document boundary (a line that reads exactly `<|endoftext|>`).
 
     Chunks end only where cutting cannot change GPT-2's tokenization: after a single '\\n' that follows a
     non-space character and precedes a line starting with a non-space character (GPT-2's pre-tokenizer always
-    splits there; after '\\n\\n' it would not, because '\\n\\n' is one token). A file with no such place for
-    8 × chunk_chars characters is cut anyway (a possible one-token difference at that point, never data loss).
+    splits there; after '\\n\\n' it would not, because '\\n\\n' is one token). Text with no such place for
+    max_chunk_chars (default 8 × chunk_chars) characters, such as one giant line, is cut inside a line before the
+    last " word" (a space between two non-spaces), which is just as safe; only text with neither is cut at an arbitrary
+    point (a possible one-token difference there, never data loss).
     """
     _check_not_binary(path)
+    max_chunk_chars = max_chunk_chars or 8 * chunk_chars
     buf: list[str] = []
     size = 0
     ends_safely = False  # buf ends with one '\n' after a non-space character
@@ -88,8 +100,14 @@ def iter_text_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str | N
                     yield None
                     continue
                 starts_solid = not line[0].isspace()
-                if buf and ((size >= chunk_chars and ends_safely and starts_solid) or size >= 8 * chunk_chars):
+                if buf and size >= chunk_chars and ends_safely and starts_solid:
                     yield "".join(buf)
+                    buf, size = [], 0
+                elif size >= max_chunk_chars:  # no line break to cut at: cut before the last " word" instead
+                    text = "".join(buf) + line
+                    cut = max((m.start() for m in _SAFE_INLINE_CUT.finditer(text)), default=len(text) - len(line))
+                    yield text[:cut]
+                    line = text[cut:]
                     buf, size = [], 0
                 buf.append(line)
                 size += len(line)

@@ -32,9 +32,10 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def stream_encode(path: Path, chunk_chars: int) -> list[int]:
+def stream_encode(path: Path, chunk_chars: int, max_chunk_chars: int | None = None) -> list[int]:
     enc = get_tokenizer()
-    return [i for chunk in iter_text_chunks(path, chunk_chars) if chunk for i in enc.encode_ordinary(chunk)]
+    chunks = iter_text_chunks(path, chunk_chars, max_chunk_chars)
+    return [i for chunk in chunks if chunk for i in enc.encode_ordinary(chunk)]
 
 
 # ---- streaming tokenization equals tokenizing the whole text ---------------------------------------------------------
@@ -57,7 +58,22 @@ def test_streaming_equals_whole_file_on_a_real_play(tmp_path):
 def test_streaming_equals_whole_text_for_awkward_whitespace(tmp_path_factory, pieces):
     text = "".join(pieces)
     path = write(tmp_path_factory.mktemp("s") / "t.txt", text)
-    assert stream_encode(path, chunk_chars=3) == get_tokenizer().encode_ordinary(text)
+    # cuts at line breaks only (no forced cuts): each must be one where GPT-2's pre-tokenizer splits anyway
+    assert stream_encode(path, chunk_chars=3, max_chunk_chars=10**6) == get_tokenizer().encode_ordinary(text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "bb", "é", "日本", "'s", "7", "!", "😀", "x'", "-", "“"]), min_size=1, max_size=80)
+)
+def test_forced_cuts_inside_a_long_line_keep_the_tokens(tmp_path_factory, words):
+    # no line breaks at all: every cut is a forced one, made before a " word"
+    text = " ".join(words)
+    path = write(tmp_path_factory.mktemp("s") / "t.txt", text)
+    chunks = [c for c in iter_text_chunks(path, chunk_chars=3, max_chunk_chars=12) if c]
+    assert "".join(chunks) == text
+    assert len(chunks) >= len(text) // 15  # really cut, about every 12 characters
+    assert stream_encode(path, 3, 12) == get_tokenizer().encode_ordinary(text)
 
 
 def test_one_giant_line_is_read_in_bounded_pieces(tmp_path):
