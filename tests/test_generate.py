@@ -214,6 +214,24 @@ def test_fixed_generator_reproduces_samples(model):
     assert not torch.equal(a, generate(model, idx, 30, **sampled(seed=12)))
 
 
+def test_padded_vocabulary_leaves_the_sampled_distribution_unchanged(model):
+    # vocab_multiple=64 adds 31 rows to the tied embedding/head (97 → 128). Fill them with large weights: if those
+    # logits reached the softmax they would take most of the probability. Sampling must not notice they exist.
+    padded = GPT(GPTConfig(**TINY, vocab_multiple=64)).eval()
+    sd = copy.deepcopy(model.state_dict())
+    sd["transformer.wte.weight"] = torch.cat([sd["transformer.wte.weight"], 50 * torch.randn(31, TINY["n_embd"])])
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]
+    padded.load_state_dict(sd)
+    assert padded.lm_head.weight.shape[0] == 128
+    idx = torch.randint(0, V, (4, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(padded(idx), model(idx))  # the same logits (to float rounding)
+    for kw in (dict(temperature=1.0), dict(temperature=1.3, top_p=0.9), dict(temperature=0.7, top_k=20)):
+        a = generate(model, idx, 25, **kw, generator=torch.Generator().manual_seed(3))
+        b = generate(padded, idx, 25, **kw, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(a, b) and int(b.max()) < V
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
