@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gpt.tokenizer import EOT_ID, EOT_TOKEN, TOKENIZER_SHA256, VOCAB_SIZE, get_tokenizer
+from gpt.utils import progress_bar
 
 TOKEN_DTYPE = np.uint16
 META_NAME = "meta.json"
@@ -148,8 +149,6 @@ def prepare_data(
     Streams: memory stays at about one chunk whatever the input size. Writes temp files and renames them at the
     end, meta.json last, so an interrupted run leaves either the previous complete output or none.
     """
-    from tqdm.auto import tqdm
-
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     files = list_text_files(inputs)
@@ -161,7 +160,7 @@ def prepare_data(
     val_docs: list[str] = []
     doc_index = 0
     total_bytes = sum(p.stat().st_size for p in files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
+    bar = progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
     outs = {s: open(tmp[s], "wb") for s in SPLITS}
     try:
         for path in files:

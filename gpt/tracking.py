@@ -79,6 +79,25 @@ class TensorBoardWriter:
         self._writer.close()
 
 
+def read_tensorboard_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in run_dir's event files, {tag: [(step, value), ...]}, as TensorBoard shows them: read
+    by TensorBoard's own EventAccumulator, which merges the files of an interrupted and a resumed process and
+    honours the purge records a resumed run writes. Values are float32, as stored.
+
+    TensorBoard imports TensorFlow to read a file when TensorFlow is installed (seconds, and a screen of log lines);
+    the module `tensorboard.compat.notf` is its documented switch to its own TensorFlow-free reader, so we set it.
+    """
+    import sys
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point, not a sample
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 def sample_text(enc, ids: list[int]) -> str:
     """Token ids → text that is valid UTF-8 and hides nothing: bytes that do not form UTF-8 show as \\xNN escapes
     (never as lossy U+FFFD replacements); a character cut off at the end of the sample is left out."""

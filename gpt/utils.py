@@ -1,4 +1,4 @@
-"""Small helpers shared by scripts, notebooks and tests: seeding, devices, dtypes."""
+"""Small helpers shared by scripts, notebooks and tests: seeding, devices, dtypes, progress bars."""
 
 from __future__ import annotations
 
@@ -55,3 +55,14 @@ def get_dtype(name: str | torch.dtype) -> torch.dtype:
 def num_threads() -> int:
     """Threads torch uses for CPU ops (respects OMP_NUM_THREADS); reported in benchmarks."""
     return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar: the notebook widget inside Jupyter when ipywidgets is installed, otherwise the text bar (which
+    also works in Jupyter). tqdm.auto alone would print a TqdmWarning in a notebook without ipywidgets."""
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm(**kwargs)

@@ -61,7 +61,7 @@ from gpt.train import (  # noqa: E402
     parse_train_args,
     resolve_device,
 )
-from gpt.utils import set_seed  # noqa: E402
+from gpt.utils import progress_bar, set_seed  # noqa: E402
 from gpt.weights import load_model  # noqa: E402
 
 NAN_HOOK_ENV = "GPT2_INJECT_NAN_AT_STEP"
@@ -208,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_requested = False
     exit_code = 0
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress))
+    bar = progress_bar(total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress))
     log = bar.write if master else (lambda *a, **k: None)
 
     # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
