@@ -56,6 +56,9 @@ def run_notebook(nb: nbformat.NotebookNode, cwd: Path = NOTEBOOK_DIR, cell_timeo
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "WANDB_MODE": "offline",
+        # conftest.py pins the test processes to one OpenMP thread each, because several run at once; a notebook
+        # runs alone (this process waits for it), so it gets the machine, as it would on a learner's laptop
+        "OMP_NUM_THREADS": str(os.cpu_count() or 1),
     }
     # The `python3` kernel spec that ipykernel installs runs `python`, which jupyter_client maps to sys.executable,
     # so the kernel is this virtualenv's interpreter (test_kernel_is_this_interpreter checks it).
