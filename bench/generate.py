@@ -46,9 +46,9 @@ def hf_model_from_ours(model: GPT):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     c = model.config
-    hf_config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head
-    )
+    eot = min(50256, c.vocab_size - 1)  # GPT-2's <|endoftext|>, or the last id of a smaller test vocabulary
+    hf_config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.n_embd, n_layer=c.n_layer,
+                           n_head=c.n_head, bos_token_id=eot, eos_token_id=eot)  # fmt: skip
     hf = GPT2LMHeadModel(hf_config)
     state = {k: (v.t() if k.endswith(HF_TRANSPOSED) else v) for k, v in model.state_dict().items()}
     state = {k: v.float().contiguous() for k, v in state.items()}

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -34,15 +35,24 @@ from gpt.train import configure_optimizer, flops_per_token, param_groups  # noqa
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def measure_matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n×n @ n×n matmul in `dtype` (median of `repeats` after warm-up): the denominator for MFU."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_matmul_peak(dtype: torch.dtype, n: int | None = None, repeats: int = 5, device: str = "cpu") -> float:
+    """FLOP/s of an n×n @ n×n matmul in `dtype` (median of `repeats` after warm-up): the denominator for MFU.
+    n defaults to 2048 on a CPU and 8192 on a GPU (large enough to reach the tensor cores' plateau)."""
+    n = n or (8192 if str(device).startswith("cuda") else 2048)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
         a @ b
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
 
@@ -57,33 +67,50 @@ class Case:
     times: list[float] = field(default_factory=list)
 
 
-def _batch(batch_size: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 50257, (batch_size, seq_len + 1), generator=g)
+    ids = torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=g)
     return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
 
-def build_case(name: str, dtype: str, batch_size: int = 4, seq_len: int = 256, compile: bool = False) -> Case:
-    """A 124M model with its optimizer and one fixed batch, as a step() closure. name: 'ours' or 'hf'."""
+def build_case(
+    name: str,
+    dtype: str,
+    batch_size: int = 4,
+    seq_len: int = 256,
+    compile: bool = False,
+    device: str = "cpu",
+    config: GPTConfig | None = None,
+) -> Case:
+    """A model (GPT-2 124M unless `config`) with its optimizer and one fixed batch, as a step() closure.
+    name: 'ours' or 'hf'. Ours trains as scripts/pretrain.py does: vocabulary padded to a multiple of 64, fused
+    AdamW, and on a CPU the loss without materialised logits (gpt/loss.py); on a GPU the plain logits path."""
     torch.manual_seed(0)
-    x, y = _batch(batch_size, seq_len)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    config = config or GPTConfig.from_preset("124M")
+    device_type = torch.device(device).type
+    x, y = (t.to(device) for t in _batch(batch_size, seq_len, config.vocab_size))
+    amp = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
     if name == "ours":
-        cfg = GPTConfig.from_preset("124M", vocab_multiple=64)  # the padded vocabulary our configs train with
-        model = GPT(cfg).train()
-        opt = configure_optimizer(model, lr=1e-4, weight_decay=0.1, device_type="cpu")
+        cfg = dataclasses.replace(config, vocab_multiple=64)  # the padded vocabulary our configs train with
+        model = GPT(cfg).to(device).train()
+        opt = configure_optimizer(model, lr=1e-4, weight_decay=0.1, device_type=device_type)
         fwd = torch.compile(model) if compile else model
+        logits = device_type != "cpu"
 
         def loss_fn():
-            return fwd(x, y, return_logits=False).loss  # the training path: no (B, T, V) logits
+            return fwd(x, y, return_logits=logits).loss  # on a CPU: no (B, T, V) logits
 
     elif name == "hf":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        hf_cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # our 124M has no dropout either
-        model = GPT2LMHeadModel(hf_cfg).train()  # transformers picks SDPA attention by default, as we use
+        c = config
+        eot = min(50256, c.vocab_size - 1)  # GPT-2's <|endoftext|>, or the last id of a smaller test vocabulary
+        hf_cfg = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.n_embd, n_layer=c.n_layer,
+                            n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # no dropout, as ours
+                            bos_token_id=eot, eos_token_id=eot)  # fmt: skip
+        model = GPT2LMHeadModel(hf_cfg).to(device).train()  # transformers picks SDPA attention by default, as we do
         opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95), fused=True)
-        cfg = GPTConfig.from_preset("124M")
+        cfg = config
         fwd = torch.compile(model) if compile else model
 
         def loss_fn():  # HF shifts labels itself: labels = the input ids gives the same next-token objective

@@ -1,0 +1,384 @@
+#!/usr/bin/env python
+"""Every benchmark in one command, ours side by side with Hugging Face in the same run; writes
+bench/results/<machine>.md (tables), .png (chart) and .json (raw numbers).
+
+    python bench/run.py                        # the CPU suite: ≈ 25 minutes on 2 cores (compiles included)
+    python bench/run.py --quick                # 3 repeats, no compiled decode: ≈ 10 minutes
+    python bench/run.py --device cuda          # on a GPU: training at T=1024 (bf16, compiled), CUDA-graph decode
+    python bench/run.py --only decode train    # some sections: peak, decode, train, load, data
+    python bench/run.py --smoke                # tiny shapes, a minute: checks the harness (tests/test_bench.py)
+
+Sections (each a function below, each timing after warm-up and reporting medians over repeats):
+  peak    the machine's matmul FLOP/s in bf16 and fp32 (the MFU denominator), measured here, now;
+  decode  generate() vs transformers' generate(): batch 1 and 8, fp32 and bf16, eager and compiled (bench/generate.py);
+  train   GPT-2 124M training steps vs GPT2LMHeadModel with the same fused AdamW, bf16 autocast and fp32, with MFU
+          against the measured peak, and on a GPU against the datasheet's (989 TFLOP/s bf16 for H100/H200)
+          (bench/train.py);
+  load    converting 124M-shaped OpenAI and HF checkpoints, and loading the result: time and peak RSS
+          (bench/load_memory.py; needs TensorFlow for the OpenAI-layout fixture);
+  data    scripts/prepare_data.py's throughput on the embedded corpus in MB/s of text, against tiktoken encoding the
+          same text in memory (the tokenizer alone: the floor for any data pipeline using it).
+The machine's name is derived from its CPU or GPU model; numbers from one file compare with each other, not with
+another machine's.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import generate as bench_generate  # noqa: E402  (bench/generate.py)
+import torch  # noqa: E402
+import train as bench_train  # noqa: E402  (bench/train.py)
+
+from gpt import GPTConfig  # noqa: E402
+from gpt.train import device_peak_flops  # noqa: E402
+
+SECTIONS = ("peak", "decode", "train", "load", "data")
+DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+SMOKE_CONFIG = GPTConfig(vocab_size=512, context_length=64, n_layer=2, n_head=2, n_embd=64)
+
+
+# ---- the machine ---------------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The matmul-relevant instruction sets this CPU has (they decide what bf16 costs)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    return " ".join(f for f in wanted if f in flags)
+
+
+def machine_name(device: str) -> str:
+    """A file name for this machine: the GPU model on CUDA, else the CPU model and the thread count."""
+    if device.startswith("cuda"):
+        raw = torch.cuda.get_device_name(torch.device(device))
+    else:
+        raw = f"cpu {cpu_model()} {torch.get_num_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
+
+
+def environment(device: str) -> dict:
+    env = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:
+        env["transformers"] = None
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+# ---- sections ------------------------------------------------------------------------------------------------------
+def run_peak(args) -> dict:
+    n = 256 if args.smoke else None
+    return {d: bench_train.measure_matmul_peak(dt, n=n, repeats=args.repeats, device=args.device)
+            for d, dt in DTYPE_NAMES.items()}  # fmt: skip
+
+
+def run_decode(args) -> dict:
+    config = SMOKE_CONFIG if args.smoke else None
+    cuda = args.device.startswith("cuda")
+    compile = cuda or not (args.quick or args.smoke)  # compiled variants: 20-60 s of compiling each on a CPU
+    out = {"rows": [], "bandwidth": None, "new_tokens": 8 if args.smoke else 128, "prompt_len": 16,
+           "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M"}  # fmt: skip
+    for batch in (1, 8):
+        rows, bw = bench_generate.measure_decode(
+            batch_size=batch, dtypes=("float32", "bfloat16"), device=args.device, new_tokens=out["new_tokens"],
+            prompt_len=out["prompt_len"], repeats=args.repeats, compile=compile, config=config, log=log,
+        )  # fmt: skip
+        out["rows"] += [vars(r) for r in rows]
+        out["bandwidth"] = bw
+    return out
+
+
+def run_train(args, peaks: dict | None) -> dict:
+    cuda = args.device.startswith("cuda")
+    config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
+    B, T = (2, 32) if args.smoke else ((args.train_batch or 16, 1024) if cuda else (args.train_batch or 4, 256))
+    dtypes = ("bf16",) if cuda else ("bf16", "fp32")  # fp32 is not how anyone trains on a GPU
+    out = {"batch_size": B, "seq_len": T, "rows": [], "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M"}
+    for d in dtypes:  # one dtype at a time: at most four models and their optimizer states in memory
+        # on a GPU both models are compiled, as a real run would be; on a CPU compiling helps HF but not us
+        # (the fused loss is already one pass), so both run eager there, as scripts/pretrain.py defaults to
+        compiled = cuda
+        cases = [
+            bench_train.build_case(name, d, B, T, compile=compiled, device=args.device, config=config)
+            for name in ("hf", "ours")
+        ]
+        log(f"  train {d}: warming up{' (compiling)' if compiled else ''}")
+        bench_train.measure_cases(cases, warmup=3 if compiled else 2, repeats=args.repeats)
+        for c in cases:
+            tok_s = bench_train.tokens_per_sec(c, B * T)
+            row = dict(model=c.name, dtype=d, tokens_per_sec=tok_s, step_s=statistics.median(c.times),
+                       flops_per_token=c.flops_per_token)  # fmt: skip
+            if peaks:
+                row["mfu_measured_peak"] = tok_s * c.flops_per_token / peaks[d]
+            datasheet = device_peak_flops(torch.device(args.device), DTYPE_NAMES[d]) if cuda else None
+            if datasheet:
+                row["mfu_datasheet"] = tok_s * c.flops_per_token / datasheet
+            out["rows"].append(row)
+            c.step = None  # free the model before the next dtype's
+        log(f"  train {d}: " + ", ".join(f"{r['model']} {r['tokens_per_sec']:,.0f} tok/s"
+                                         for r in out["rows"] if r["dtype"] == d))  # fmt: skip
+    return out
+
+
+def run_load(args) -> dict:
+    import load_memory  # bench/load_memory.py
+
+    try:
+        import tensorflow  # noqa: F401  (writes the OpenAI-layout fixture)
+
+        sources = ("openai", "hf")
+    except ImportError:
+        sources = ("hf",)
+        log("  load: TensorFlow is not installed, so only the Hugging Face layout is measured")
+    return {"rows": load_memory.run(sources), "target_ratio": load_memory.TARGET_RATIO}
+
+
+def run_data(args) -> dict:
+    from gpt.data import list_text_files, prepare_data
+    from gpt.tokenizer import get_tokenizer
+
+    corpus = ROOT / "data" / "shakespeare"
+    files = list_text_files([corpus / "sonnets.txt", corpus / "lovers_complaint.txt"] if args.smoke else [corpus])
+    mb = sum(p.stat().st_size for p in files) / 1e6
+    enc = get_tokenizer()
+    texts = [p.read_text(encoding="utf-8") for p in files]
+    ours, bare = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats + 1):  # the first round is the warm-up
+            out = Path(tmp) / f"prepared{i}"
+            t0 = time.perf_counter()
+            prepare_data(files, out, val_fraction=0.1 if len(files) > 10 else 0.5, progress=False)
+            t1 = time.perf_counter()
+            for t in texts:
+                enc.encode_ordinary(t)
+            t2 = time.perf_counter()
+            shutil.rmtree(out)
+            if i:
+                ours.append(t1 - t0)
+                bare.append(t2 - t1)
+    return {"megabytes": mb, "files": len(files), "ours_mb_s": mb / statistics.median(ours),
+            "tiktoken_mb_s": mb / statistics.median(bare)}  # fmt: skip
+
+
+# ---- the report ----------------------------------------------------------------------------------------------------
+def fmt_mfu(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.1f}%" if key in row else "–"
+
+
+def markdown(env: dict, results: dict) -> str:
+    L = [f"# Benchmarks: {env['machine']}", ""]
+    L += [f"`{env['command']}` · {env['date']}", ""]
+    L += ["| | |", "|---|---|"]
+    dev = env.get("gpu") or "CPU"
+    L += [f"| device | {env['device']} ({dev}) |", f"| CPU | {env['cpu']} ({env['cpu_flags'] or 'flags unknown'}) |"]
+    L += [f"| cores / torch threads | {env['cores']} / {env['threads']} |"]
+    L += [f"| torch / transformers / python | {env['torch']} / {env['transformers']} / {env['python']} |", ""]
+    L += ["Medians over repeats after warm-up; ours and the peer alternate in each round, so background load hits "
+          "both alike. Ratios measured side by side are the numbers to compare; absolute ones move with the machine's "
+          "load.", ""]  # fmt: skip
+    if "peak" in results:
+        p = results["peak"]
+        L += ["## Matmul peak (measured in this run)", ""]
+        L += [f"bf16 {p['bf16'] / 1e12:.3f} TFLOP/s · fp32 {p['fp32'] / 1e12:.3f} TFLOP/s", ""]
+    if "decode" in results:
+        d = results["decode"]
+        bw = d["bandwidth"]
+        L += ["## Decode: generate() vs transformers generate()", ""]
+        L += [f"{d['model']} with random weights (speed does not depend on their values), greedy, prompt "
+              f"{d['prompt_len']} tokens + {d['new_tokens']} new, tokens/s = batch × new tokens / time of one generate "
+              "call. Memory bandwidth measured here: fp32 mat-vec "
+              f"{bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s; the ceiling (batch × bandwidth / "
+              "bytes of weights per token) uses the larger.", ""]  # fmt: skip
+        L += ["| variant | batch | tok/s | × HF fp32 | of bandwidth ceiling | same tokens as HF |"]
+        L += ["|---|---:|---:|---:|---:|:---:|"]
+        for r in d["rows"]:
+            L += [f"| {r['name']} | {r['batch_size']} | {r['tok_s']:,.1f} | {r['ratio_vs_hf']:.2f} | "
+                  f"{r['frac_ceiling']:.0%} | {'yes' if r['same_tokens'] else 'no'} |"]  # fmt: skip
+        L += [""]
+    if "train" in results:
+        t = results["train"]
+        L += [f"## Training: {t['model']} steps vs GPT2LMHeadModel, same fused AdamW", ""]
+        L += [f"B = {t['batch_size']}, T = {t['seq_len']} ({t['batch_size'] * t['seq_len']:,} tokens per step); a step "
+              "is forward + loss + backward + clip + AdamW. MFU = tokens/s × FLOPs per token (6N + attention, "
+              "gpt/train.py) / peak.", ""]  # fmt: skip
+        L += ["| model | dtype | tokens/s | step (s) | × HF | MFU (measured peak) | MFU (datasheet peak) |"]
+        L += ["|---|---|---:|---:|---:|---:|---:|"]
+        hf = {r["dtype"]: r["tokens_per_sec"] for r in t["rows"] if r["model"].startswith("hf")}
+        for r in t["rows"]:
+            L += [f"| {r['model']} | {r['dtype']} | {r['tokens_per_sec']:,.0f} | {r['step_s']:.3f} | "
+                  f"{r['tokens_per_sec'] / hf[r['dtype']]:.2f} | {fmt_mfu(r, 'mfu_measured_peak')} | "
+                  f"{fmt_mfu(r, 'mfu_datasheet')} |"]  # fmt: skip
+        L += [""]
+    if "load" in results:
+        import load_memory
+
+        L += ["## Weight conversion and loading (124M-shaped checkpoints in the real layouts)", ""]
+        L += [load_memory.markdown_table(results["load"]["rows"]), ""]
+        L += [f"Peak RSS counts what the work itself holds (VmHWM after − RSS before); target for loading: ≤ "
+              f"{results['load']['target_ratio']}× the file size.", ""]  # fmt: skip
+    if "data" in results:
+        d = results["data"]
+        L += ["## Data preparation", ""]
+        L += ["| pipeline | MB/s of text |", "|---|---:|"]
+        L += [f"| ours: prepare_data ({d['files']} files, {d['megabytes']:.1f} MB → train.bin/val.bin) | "
+              f"{d['ours_mb_s']:.1f} |"]  # fmt: skip
+        L += [f"| tiktoken encode_ordinary alone, in memory | {d['tiktoken_mb_s']:.1f} |", ""]
+    return "\n".join(L)
+
+
+def chart(results: dict, path: Path, title: str) -> None:
+    """Speed relative to Hugging Face measured in the same run (1.0 = HF), each bar labelled with its tokens/s:
+    decode against HF fp32 at the same batch size, training against HF at the same dtype."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = []
+    if "decode" in results:
+        rows = [r for r in results["decode"]["rows"] if not r["name"].startswith("hf")]
+        labels = [f"{r['name'].removeprefix('ours ').replace('float32', 'fp32').replace('bfloat16', 'bf16')}, "
+                  f"B={r['batch_size']}" for r in rows]  # fmt: skip
+        panels.append(("decode (× HF fp32, same batch)", labels, [r["ratio_vs_hf"] for r in rows],
+                       [r["tok_s"] for r in rows], "tab:blue"))  # fmt: skip
+    if "train" in results:
+        t = results["train"]
+        hf = {r["dtype"]: r["tokens_per_sec"] for r in t["rows"] if r["model"].startswith("hf")}
+        rows = [r for r in t["rows"] if not r["model"].startswith("hf")]
+        panels.append((f"training (× HF, same dtype; B={t['batch_size']}, T={t['seq_len']})",
+                       [f"{r['model']}, {r['dtype']}" for r in rows],
+                       [r["tokens_per_sec"] / hf[r["dtype"]] for r in rows], [r["tokens_per_sec"] for r in rows],
+                       "tab:orange"))  # fmt: skip
+    if not panels:
+        return
+    fig = Figure(figsize=(1.6 + 1.1 * sum(len(p[1]) for p in panels), 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(p[1]) for p in panels])[0]
+    for ax, (name, labels, ratios, tok_s, color) in zip(axes, panels):
+        bars = ax.bar(range(len(ratios)), ratios, color=color)
+        ax.bar_label(bars, labels=[f"{r:.2f}×\n{v:,.0f} tok/s" for r, v in zip(ratios, tok_s)], fontsize=7)
+        ax.axhline(1.0, color="gray", lw=1, ls="--")
+        ax.set_xticks(range(len(ratios)), labels, fontsize=7, rotation=30, ha="right")
+        ax.set_ylim(0, max(ratios) * 1.25)
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("speed relative to Hugging Face (dashed: 1.0)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5; --quick 3)")
+    p.add_argument("--quick", action="store_true", help="3 repeats, no compiled decode variants on a CPU")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny shapes, no load section: checks the harness, measures nothing useful")  # fmt: skip
+    p.add_argument("--train-batch", type=int, default=None, help="sequences per training step (CPU 4, GPU 16)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default=None, help="the .md to write (default bench/results/<machine>.md)")
+    args = p.parse_args(argv)
+    args.repeats = args.repeats or (2 if args.smoke else 3 if args.quick else 5)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            print("error: --device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        torch.set_float32_matmul_precision("high")  # TF32, as scripts/pretrain.py sets on GPUs
+        args.only = [s for s in args.only if s not in ("load", "data")]  # CPU-side work: run those without --device
+
+    if args.smoke:
+        args.only = [s for s in args.only if s != "load"]  # 124M-shaped files only: a minute, not a smoke test
+    env = environment(args.device)
+    env["machine"] = machine_name(args.device) + ("-smoke" if args.smoke else "")
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{env['machine']}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{env['machine']}: torch {env['torch']}, {env['threads']} threads, device {args.device} → {out}")
+
+    results: dict = {}
+    t_start = time.perf_counter()
+    for section in SECTIONS:
+        if section not in args.only:
+            continue
+        log(f"[{section}]")
+        t0 = time.perf_counter()
+        if section == "peak":
+            results["peak"] = run_peak(args)
+        elif section == "decode":
+            results["decode"] = run_decode(args)
+        elif section == "train":
+            results["train"] = run_train(args, results.get("peak"))
+        elif section == "load":
+            results["load"] = run_load(args)
+        elif section == "data":
+            results["data"] = run_data(args)
+        log(f"[{section}] {time.perf_counter() - t0:.0f} s")
+        # write after every section: a crash or Ctrl-C later keeps what was measured
+        env["seconds"] = round(time.perf_counter() - t_start)
+        write_atomic(out, markdown(env, results))
+        write_atomic(out.with_suffix(".json"), json.dumps({"environment": env, "results": results}, indent=1))
+    chart(results, out.with_suffix(".png"), f"{env['machine']} · torch {env['torch']} · {env['threads']} threads")
+    print(markdown(env, results))
+    log(f"wrote {out}, {out.with_suffix('.png').name} and {out.with_suffix('.json').name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""bench/run.py, the one-command benchmark: its harness runs end to end on tiny shapes (--smoke) and writes the
+report, and bad requests fail clearly. The speed numbers themselves are measured by running it, not by tests."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(*args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_smoke_run_writes_markdown_json_and_png(tmp_path):
+    out = tmp_path / "results" / "machine.md"
+    r = run_bench("--smoke", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = out.read_text()
+    for heading in ("## Matmul peak", "## Decode", "## Training", "## Data preparation"):
+        assert heading in md
+    assert f"| torch / transformers / python | {torch.__version__}" in md
+    data = json.loads(out.with_suffix(".json").read_text())
+    env, res = data["environment"], data["results"]
+    assert env["threads"] >= 1 and env["torch"] == torch.__version__
+    assert res["peak"]["bf16"] > 0 and res["peak"]["fp32"] > 0
+    decode = res["decode"]["rows"]
+    assert {(r["name"], r["batch_size"]) for r in decode} >= {("hf float32", 1), ("ours float32 eager", 8)}
+    assert all(r["tok_s"] > 0 for r in decode)
+    # fp32 greedy decoding picks HF's tokens exactly (bf16 may legitimately differ on a near tie)
+    assert all(r["same_tokens"] for r in decode if r["dtype"] == "float32")
+    train = res["train"]["rows"]
+    assert {(r["model"], r["dtype"]) for r in train} == {("hf", "bf16"), ("ours", "bf16"), ("hf", "fp32"),
+                                                         ("ours", "fp32")}  # fmt: skip
+    assert all(0 < r["mfu_measured_peak"] for r in train)
+    assert res["data"]["ours_mb_s"] > 0 and res["data"]["tiktoken_mb_s"] > 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.parent.glob("*.tmp"))  # written atomically: no leftovers
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        r = run_bench("--device", "cuda:99", "--only", "peak", "--out", str(tmp_path / "x.md"))
+        assert r.returncode != 0
+    else:
+        r = run_bench("--device", "cuda", "--out", str(tmp_path / "x.md"))
+        assert r.returncode == 2
+        assert "no CUDA GPU" in r.stderr
+        assert not (tmp_path / "x.md").exists()
+
+
+def test_unknown_section_is_rejected():
+    r = run_bench("--only", "everything")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
