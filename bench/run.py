@@ -281,21 +281,21 @@ def chart(results: dict, path: Path, title: str) -> None:
         rows = [r for r in results["decode"]["rows"] if not r["name"].startswith("hf")]
         labels = [f"{r['name'].removeprefix('ours ').replace('float32', 'fp32').replace('bfloat16', 'bf16')}, "
                   f"B={r['batch_size']}" for r in rows]  # fmt: skip
-        panels.append(("decode (× HF fp32, same batch)", labels, [r["ratio_vs_hf"] for r in rows],
+        panels.append(("decode (× HF fp32, same batch)\n", labels, [r["ratio_vs_hf"] for r in rows],
                        [r["tok_s"] for r in rows], "tab:blue"))  # fmt: skip
     if "train" in results:
         t = results["train"]
         hf = {r["dtype"]: r["tokens_per_sec"] for r in t["rows"] if r["model"].startswith("hf")}
         rows = [r for r in t["rows"] if not r["model"].startswith("hf")]
-        panels.append((f"training (× HF, same dtype; B={t['batch_size']}, T={t['seq_len']})",
+        panels.append((f"training (× HF, same dtype)\nB={t['batch_size']}, T={t['seq_len']}",
                        [f"{r['model']}, {r['dtype']}" for r in rows],
                        [r["tokens_per_sec"] / hf[r["dtype"]] for r in rows], [r["tokens_per_sec"] for r in rows],
                        "tab:orange"))  # fmt: skip
     if not panels:
         return
-    fig = Figure(figsize=(1.6 + 1.1 * sum(len(p[1]) for p in panels), 4.4), dpi=110)
+    fig = Figure(figsize=(1.6 + 1.1 * sum(max(3, len(p[1])) for p in panels), 4.6), dpi=110)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(p[1]) for p in panels])[0]
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[max(3, len(p[1])) for p in panels])[0]
     for ax, (name, labels, ratios, tok_s, color) in zip(axes, panels):
         bars = ax.bar(range(len(ratios)), ratios, color=color)
         ax.bar_label(bars, labels=[f"{r:.2f}×\n{v:,.0f} tok/s" for r, v in zip(ratios, tok_s)], fontsize=7)
@@ -332,7 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-batch", type=int, default=None, help="sequences per training step (CPU 4, GPU 16)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="the .md to write (default bench/results/<machine>.md)")
+    p.add_argument("--from-json", metavar="JSON", help="measure nothing: rewrite the .md and .png of a saved .json")
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        env, results = saved["environment"], saved["results"]
+        out = Path(args.out) if args.out else Path(args.from_json).with_suffix(".md")
+        write_atomic(out, markdown(env, results))
+        chart(results, out.with_suffix(".png"), f"{env['machine']} · torch {env['torch']} · {env['threads']} threads")
+        log(f"wrote {out} and {out.with_suffix('.png').name} from {args.from_json}")
+        return 0
     args.repeats = args.repeats or (2 if args.smoke else 3 if args.quick else 5)
     if args.threads:
         torch.set_num_threads(args.threads)

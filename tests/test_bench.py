@@ -41,6 +41,12 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob("*.tmp"))  # written atomically: no leftovers
 
+    # the report can be re-rendered from the saved numbers alone
+    again = tmp_path / "again.md"
+    r = run_bench("--from-json", str(out.with_suffix(".json")), "--out", str(again))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert again.read_text() == md and again.with_suffix(".png").is_file()
+
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
