@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         for k, (x, y) in enumerate(train_sampler.next_step()):
+            if device.type == "cuda":  # page-locked host memory: the copy below runs async, overlapping compute
+                x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # DDP averages gradients across ranks during backward; only the last micro-step needs that
             sync = train_model.no_sync() if dinfo.ddp and k < grad_accum - 1 else nullcontext()
