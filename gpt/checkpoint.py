@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from gpt.model import GPT
+from gpt.utils import fsync_path
 from gpt.weights import load_model, save_model, unwrap_model
 
 LATEST = "latest"
@@ -38,14 +39,6 @@ HANG_ENV = "GPT2_TEST_HANG_IN_CHECKPOINT"
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:06d}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -112,8 +105,8 @@ def save_checkpoint(
         while True:  # test hook: wait here to be killed (see module docstring)
             time.sleep(1)
     torch.save({**state, "step": step}, tmp / "state.pt")
-    _fsync(tmp / "state.pt")  # (model.safetensors was fsynced by save_model)
-    _fsync(tmp)
+    fsync_path(tmp / "state.pt")  # (model.safetensors was fsynced by save_model)
+    fsync_path(tmp)
     if final.exists():  # the same step saved again (e.g. a rerun): move the old one aside, never delete it first
         aside = run_dir / f"{name}.old.tmp"
         os.replace(final, aside)
@@ -123,9 +116,9 @@ def save_checkpoint(
         os.replace(tmp, final)
     pointer_tmp = run_dir / f".{LATEST}.tmp{os.getpid()}"
     pointer_tmp.write_text(name + "\n")
-    _fsync(pointer_tmp)
+    fsync_path(pointer_tmp)
     os.replace(pointer_tmp, run_dir / LATEST)
-    _fsync(run_dir)
+    fsync_path(run_dir)
     for old in list_checkpoints(run_dir)[:-keep]:
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)

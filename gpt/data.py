@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gpt.tokenizer import EOT_ID, EOT_TOKEN, TOKENIZER_SHA256, VOCAB_SIZE, get_tokenizer
-from gpt.utils import progress_bar
+from gpt.utils import fsync_path, progress_bar
 
 TOKEN_DTYPE = np.uint16
 META_NAME = "meta.json"
@@ -128,14 +128,6 @@ def is_val_document(index: int, val_fraction: float) -> bool:
     return int((index + 1) * val_fraction) > int(index * val_fraction)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def prepare_data(
     inputs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
@@ -220,7 +212,7 @@ def prepare_data(
         meta_tmp = out_dir / f".{META_NAME}.tmp{os.getpid()}"
         meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(meta_tmp, out_dir / META_NAME)
-        _fsync_path(out_dir)
+        fsync_path(out_dir)
         return meta
     finally:
         bar.close()

@@ -66,3 +66,13 @@ def progress_bar(**kwargs):
     except ImportError:
         from tqdm import tqdm
     return tqdm(**kwargs)
+
+
+def fsync_path(path) -> None:
+    """Flush a file's or a directory's contents to disk (for a directory: the renames done in it), so that an
+    atomic write survives a power cut, not only a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
