@@ -2,8 +2,9 @@
 """Every benchmark in one command, ours side by side with Hugging Face in the same run; writes
 bench/results/<machine>.md (tables), .png (chart) and .json (raw numbers).
 
-    python bench/run.py                        # the CPU suite: ≈ 25 minutes on 2 cores (compiles included)
-    python bench/run.py --quick                # 3 repeats, no compiled decode: ≈ 10 minutes
+    python bench/run.py                        # the CPU suite: ≈ 10 minutes on 2 cores (566 s here), more the
+                                               #   first time, while torch.compile fills its cache
+    python bench/run.py --quick                # 3 repeats, no compiled decode
     python bench/run.py --device cuda          # on a GPU: training at T=1024 (bf16, compiled), CUDA-graph decode
     python bench/run.py --only decode train    # some sections: peak, decode, train, load, data
     python bench/run.py --smoke                # tiny shapes, a minute: checks the harness (tests/test_bench.py)
