@@ -15,6 +15,15 @@ from typing import Any
 import yaml
 
 
+def build_dataclass(cls, d: dict[str, Any]):
+    """cls(**d), but a misspelt key is an error naming the valid fields (not a TypeError deep in __init__)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}")
+    return cls(**d)
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257  # GPT-2 BPE: 50,000 merges + 256 byte tokens + <|endoftext|>
@@ -62,11 +71,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**d)
+        return build_dataclass(cls, d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gpt.config import GPTConfig
+from gpt.config import GPTConfig, build_dataclass
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
@@ -124,11 +124,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**d)
+        return build_dataclass(cls, d)
 
     def to_yaml(self) -> str:
         import yaml
