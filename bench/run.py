@@ -245,7 +245,7 @@ def markdown(env: dict, results: dict) -> str:
         L += [f"## Training: {t['model']} steps vs GPT2LMHeadModel, same fused AdamW", ""]
         L += [f"B = {t['batch_size']}, T = {t['seq_len']} ({t['batch_size'] * t['seq_len']:,} tokens per step); a step "
               "is forward + loss + backward + clip + AdamW. MFU = tokens/s × FLOPs per token (6N + attention, "
-              "gpt/train.py) / peak.", ""]  # fmt: skip
+              "gpt/train/config.py) / peak.", ""]  # fmt: skip
         L += ["| model | dtype | tokens/s | step (s) | × HF | MFU (measured peak) | MFU (datasheet peak) |"]
         L += ["|---|---|---:|---:|---:|---:|---:|"]
         hf = {r["dtype"]: r["tokens_per_sec"] for r in t["rows"] if r["model"].startswith("hf")}

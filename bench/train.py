@@ -7,7 +7,7 @@
 One training step = forward + loss + backward + clip_grad_norm(1.0) + AdamW (the same fused AdamW with the same
 parameter groups for both models), timed after warm-up steps; the two models' steps alternate so that noise from
 other processes on the machine hits both alike; the median is reported. MFU divides the model's FLOPs per token
-(gpt/train.py flops_per_token) × tokens/s by the peak of a large matmul of the same dtype measured in the same run.
+(gpt/train/config.py flops_per_token) × tokens/s by the peak of a big matmul of the same dtype measured in the same run.
 
 Importable (bench/run.py uses these): measure_matmul_peak, build_case, measure_cases, markdown_table.
 """

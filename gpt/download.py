@@ -33,7 +33,7 @@ from tqdm import tqdm
 from gpt.config import OPENAI_SIZES, GPTConfig, canonical_preset
 from gpt.model import GPT
 from gpt.tokenizer import BPE_FILES, TokenizerFileError, verify_bpe_files
-from gpt.weights import config_from_openai_hparams
+from gpt.weights.convert import config_from_openai_hparams
 
 BASE_URL_ENV = "GPT2_BASE_URL"
 DEFAULT_BASE_URLS = {

@@ -1,7 +1,7 @@
 """GPT-2, written by hand: GPTConfig → CausalSelfAttention → MLP → Block → GPT.
 
 Parameter names follow Hugging Face's GPT2LMHeadModel (transformer.wte, transformer.h.0.attn.c_attn, lm_head, ...),
-so converting OpenAI's or Hugging Face's weights is a short loop (see gpt/weights.py). One difference: HF stores the
+so converting OpenAI's or Hugging Face's weights is a short loop (see gpt/weights/). One difference: HF stores the
 four projection matrices as Conv1D (in, out); ours are nn.Linear (out, in), so those four are transposed on load.
 
 Shapes in comments: B batch, T tokens in this call, S cached positions, C = n_embd, H = n_head, D = C // H, V = vocab.

@@ -8,13 +8,13 @@
     python scripts/pretrain.py --init-from weights/gpt2-124M.safetensors --data-source my_texts/ \
         --data-dir data/mine/prepared --learning-rate 1e-4            # continue OpenAI's GPT-2 on your own text
 
-Every TrainConfig field (gpt/train.py) is a flag: --max-steps 50, --model.n-layer 2, --compile false, --no-compile.
+Every TrainConfig field (gpt/train/config.py) is a flag: --max-steps 50, --model.n-layer 2, --no-compile.
 Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`, metrics.jsonl, loss.png,
 TensorBoard event files (tensorboard --logdir runs) and an offline W&B run (wandb sync runs/<name>/wandb/offline-*).
 
 Test hooks (environment variables; used by tests/test_pretrain.py):
     GPT2_INJECT_NAN_AT_STEP=k        the loss of optimizer step k becomes NaN (the run must stop cleanly)
-    GPT2_TEST_HANG_IN_CHECKPOINT=k   saving checkpoint k hangs halfway (see gpt/checkpoint.py)
+    GPT2_TEST_HANG_IN_CHECKPOINT=k   saving checkpoint k hangs halfway (see gpt/train/checkpoint.py)
 """
 
 import sys
@@ -33,19 +33,10 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from gpt.checkpoint import (  # noqa: E402
-    capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint_state,
-    load_checkpoint_weights,
-    restore_rng_state,
-    save_checkpoint,
-)
-from gpt.data import BatchSampler, DataError, eval_batches, is_prepared, load_prepared, prepare_data  # noqa: E402
+from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data  # noqa: E402
 from gpt.generate import generate  # noqa: E402
 from gpt.model import GPT  # noqa: E402
 from gpt.tokenizer import EOT_ID, get_tokenizer  # noqa: E402
-from gpt.tracking import Tracker, sample_text  # noqa: E402
 from gpt.train import (  # noqa: E402
     CudaGuardError,
     TrainConfig,
@@ -61,6 +52,15 @@ from gpt.train import (  # noqa: E402
     parse_train_args,
     resolve_device,
 )
+from gpt.train.checkpoint import (  # noqa: E402
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint_state,
+    load_checkpoint_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from gpt.train.tracking import Tracker, sample_text  # noqa: E402
 from gpt.utils import progress_bar, set_seed  # noqa: E402
 from gpt.weights import load_model  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(delete that folder, or pass another --data-dir, to prepare data_source instead)")  # fmt: skip
         T = cfg.block_size
         grad_accum = grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, T, dinfo.world_size)
-        train_sampler = BatchSampler(
+        train_sampler = WindowSampler(
             data.train, cfg.batch_size, T, grad_accum, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size
         )
         val_batches = eval_batches(

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig, load_model
-from gpt.checkpoint import (
+from gpt.data import WindowSampler
+from gpt.train import configure_optimizer
+from gpt.train.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     list_checkpoints,
@@ -16,8 +18,6 @@ from gpt.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from gpt.data import BatchSampler
-from gpt.train import configure_optimizer
 
 CFG = GPTConfig(vocab_size=97, context_length=16, n_layer=1, n_head=2, n_embd=16)
 
@@ -25,7 +25,7 @@ CFG = GPTConfig(vocab_size=97, context_length=16, n_layer=1, n_head=2, n_embd=16
 def trained_pieces(steps=2):
     model = GPT(CFG)
     opt = configure_optimizer(model, lr=1e-2, weight_decay=0.1, device_type="cpu")
-    sampler = BatchSampler(np.arange(500, dtype=np.uint16) % 97, batch_size=2, seq_len=8, seed=0)
+    sampler = WindowSampler(np.arange(500, dtype=np.uint16) % 97, batch_size=2, seq_len=8, seed=0)
     for _ in range(steps):
         ((x, y),) = sampler.next_step()
         model(x, y).loss.backward()
@@ -49,7 +49,7 @@ def test_layout_latest_pointer_and_weights_only_round_trip(tmp_path):
     state = torch.load(path / "state.pt", weights_only=True)  # the contract: plain data only
     assert state["step"] == 2 and state["config"]["name"] == "t"
     assert load_checkpoint_state(tmp_path)["step"] == 2  # a run dir resolves through `latest`
-    # the weights load through gpt/weights.py from the run dir, the checkpoint dir or the file
+    # the weights load through gpt/weights/ from the run dir, the checkpoint dir or the file
     for where in (tmp_path, path, path / "model.safetensors"):
         loaded = load_model(where)
         for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
@@ -65,7 +65,7 @@ def test_restored_optimizer_continues_identically(tmp_path):
     load_checkpoint_weights(tmp_path / "step_000002", model2)
     state = load_checkpoint_state(tmp_path)
     opt2.load_state_dict(state["optimizer"])
-    sampler2 = BatchSampler(np.arange(500, dtype=np.uint16) % 97, batch_size=2, seq_len=8, seed=123)
+    sampler2 = WindowSampler(np.arange(500, dtype=np.uint16) % 97, batch_size=2, seq_len=8, seed=123)
     sampler2.load_state_dict(state["sampler"])
     for m, o, s in ((model, opt, sampler), (model2, opt2, sampler2)):
         ((x, y),) = s.next_step()

@@ -1,4 +1,4 @@
-"""Conversion of OpenAI's and Hugging Face's weights (gpt/weights.py), proven against transformers' GPT-2."""
+"""Conversion of OpenAI's and Hugging Face's weights (gpt/weights/), proven against transformers' GPT-2."""
 
 import json
 import os

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.data import (
-    BatchSampler,
     DataError,
+    WindowSampler,
     eval_batches,
     is_val_document,
     iter_text_chunks,
@@ -175,15 +175,15 @@ TOKENS = np.arange(10_000, dtype=np.uint16)  # token value == its position: a ro
 
 
 def test_sampler_windows_are_shifted_by_one():
-    (x, y), *_ = BatchSampler(TOKENS, batch_size=4, seq_len=16, grad_accum=1, seed=0).next_step()
+    (x, y), *_ = WindowSampler(TOKENS, batch_size=4, seq_len=16, grad_accum=1, seed=0).next_step()
     assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
     assert torch.equal(y[:, :-1], x[:, 1:])
     assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(4, 15, dtype=torch.int64))  # contiguous windows
 
 
 def test_ranks_read_disjoint_rows_that_together_equal_one_process():
-    one = BatchSampler(TOKENS, batch_size=3, seq_len=8, grad_accum=4, seed=7)
-    ranks = [BatchSampler(TOKENS, batch_size=3, seq_len=8, grad_accum=2, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    one = WindowSampler(TOKENS, batch_size=3, seq_len=8, grad_accum=4, seed=7)
+    ranks = [WindowSampler(TOKENS, batch_size=3, seq_len=8, grad_accum=2, seed=7, rank=r, world_size=2) for r in (0, 1)]
     for _ in range(3):
         single = torch.cat([x for x, _ in one.next_step()])  # (12, 8)
         per_rank = [torch.cat([x for x, _ in s.next_step()]) for s in ranks]  # 2 × (6, 8)
@@ -192,12 +192,12 @@ def test_ranks_read_disjoint_rows_that_together_equal_one_process():
 
 
 def test_sampler_state_resumes_exactly():
-    a = BatchSampler(TOKENS, batch_size=2, seq_len=8, grad_accum=2, seed=3)
+    a = WindowSampler(TOKENS, batch_size=2, seq_len=8, grad_accum=2, seed=3)
     for _ in range(5):
         a.next_step()
     state = a.state_dict()
     expected = [a.next_step() for _ in range(3)]
-    b = BatchSampler(TOKENS, batch_size=2, seq_len=8, grad_accum=2, seed=999)  # another seed: the state overrides it
+    b = WindowSampler(TOKENS, batch_size=2, seq_len=8, grad_accum=2, seed=999)  # another seed: the state overrides it
     b.load_state_dict(state)
     got = [b.next_step() for _ in range(3)]
     for e_step, g_step in zip(expected, got):
@@ -218,4 +218,4 @@ def test_eval_batches_are_fixed_and_split_round_robin():
 
 def test_too_short_split_is_a_clear_error():
     with pytest.raises(DataError, match="too few"):
-        BatchSampler(np.arange(10, dtype=np.uint16), batch_size=1, seq_len=16)
+        WindowSampler(np.arange(10, dtype=np.uint16), batch_size=1, seq_len=16)

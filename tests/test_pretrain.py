@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt import GPT, GPTConfig, load_model, save_model
-from gpt.checkpoint import latest_checkpoint, load_checkpoint_state
-from gpt.data import BatchSampler, load_prepared, prepare_data
+from gpt.data import WindowSampler, load_prepared, prepare_data
 from gpt.train import param_groups
+from gpt.train.checkpoint import latest_checkpoint, load_checkpoint_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "pretrain.py"
@@ -307,7 +307,7 @@ def test_first_steps_match_hand_written_steps(pretrain, data_dir, tmp_path, dtyp
     # the same steps by hand: the plain forward (logits + F.cross_entropy), loss / accum, clip, PyTorch's AdamW
     model = load_model(tmp_path / "start.safetensors").train()
     ref_opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
-    sampler = BatchSampler(load_prepared(data_dir).train, batch_size=4, seq_len=32, grad_accum=2, seed=seed)
+    sampler = WindowSampler(load_prepared(data_dir).train, batch_size=4, seq_len=32, grad_accum=2, seed=seed)
     expected = []
     for _ in range(2):
         total = 0.0

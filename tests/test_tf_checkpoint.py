@@ -1,12 +1,12 @@
-"""The TensorFlow-free checkpoint reader (gpt/tf_checkpoint.py) against TensorFlow itself."""
+"""The TensorFlow-free checkpoint reader (gpt/weights/tf_checkpoint.py) against TensorFlow itself."""
 
 import shutil
 
 import numpy as np
 import pytest
 
-from gpt import tf_checkpoint
-from gpt.tf_checkpoint import CheckpointError, checkpoint_prefix, crc32c, list_variables, load_checkpoint
+from gpt.weights import tf_checkpoint
+from gpt.weights.tf_checkpoint import CheckpointError, checkpoint_prefix, crc32c, list_variables, load_checkpoint
 
 
 def test_reader_returns_exactly_what_tensorflow_returns(openai_dir, tf_reference):

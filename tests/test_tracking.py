@@ -1,4 +1,4 @@
-"""gpt/tracking.py: TensorBoard event files written without TensorFlow, and read back the way TensorBoard reads them."""
+"""gpt/train/tracking.py: TensorBoard event files written without TensorFlow, read back as TensorBoard reads them."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt.tracking import TensorBoardWriter, read_tensorboard_scalars
+from gpt.train.tracking import TensorBoardWriter, read_tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_reading_does_not_import_tensorflow(tmp_path):
     # checks the switch, not its absence
     write_interrupted_and_resumed(tmp_path)
     code = (
-        "import sys; from gpt.tracking import read_tensorboard_scalars as r; "
+        "import sys; from gpt.train.tracking import read_tensorboard_scalars as r; "
         f"n = len(r({str(tmp_path)!r})['train/loss']); print(n, 'tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

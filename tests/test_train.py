@@ -1,4 +1,4 @@
-"""The training helpers in gpt/train.py: config + command line, optimizer groups, LR schedule, accumulation, MFU."""
+"""gpt/train/config.py: config + command line, optimizer groups, LR schedule, accumulation, MFU."""
 
 from pathlib import Path
 

@@ -2,7 +2,7 @@
 
 A run directory holds checkpoint directories and a pointer to the newest:
 
-    runs/<name>/step_000500/model.safetensors   weights (gpt/weights.py's format: unwrapped, uncompiled, tied once)
+    runs/<name>/step_000500/model.safetensors   weights (gpt/weights/'s format: unwrapped, uncompiled, tied once)
     runs/<name>/step_000500/state.pt            optimizer, step, RNG states, data-sampler state, config (plain dict)
     runs/<name>/latest                          the text "step_000500"
 

@@ -212,7 +212,7 @@ def _add_field_args(parser: argparse.ArgumentParser, prefix: str, cls, dest_pref
             continue
         parse, is_bool = _field_parser(hints[f.name])
         dest, flag = dest_prefix + f.name, prefix + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else "see gpt/train.py"
+        default = f.default if f.default is not dataclasses.MISSING else "see gpt/train/config.py"
         about = (comments.get(f.name, "") + " ").replace("%", "%%")
         hidden = dict(dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if is_bool:

@@ -1,0 +1,145 @@
+"""Our weights file: one self-describing .safetensors (the GPTConfig rides in its metadata).
+
+    save_model(model, "weights/gpt2-124M.safetensors")
+    model = load_model("weights/gpt2-124M.safetensors", device="cpu", dtype=torch.bfloat16)
+
+load_model also accepts a training checkpoint directory (step_000500/ holding model.safetensors) or a run directory
+(runs/<name>/ with a `latest` pointer), so everything that produces weights can be sampled from the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gpt.config import GPTConfig
+from gpt.model import GPT
+from gpt.utils import get_dtype
+
+CONFIG_KEY = "gpt_config"  # metadata key holding GPTConfig.to_json()
+TIED_KEY = "lm_head.weight"  # stored once, as transformer.wte.weight
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write to a temp file in the same directory, fsync, then rename: a crash leaves the old file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_model(model: GPT, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Save weights (tied head stored once) + config. Unwraps torch.compile / DDP wrappers first."""
+    model = unwrap_model(model)
+    return save_state_dict(model.config, model.state_dict(), path, extra_metadata)
+
+
+def save_state_dict(
+    config: GPTConfig,
+    state_dict: dict[str, torch.Tensor],
+    path: str | Path,
+    extra_metadata: dict[str, str] | None = None,
+) -> Path:
+    """Our file from a GPT state dict without building the model (what conversion writes; no extra copy)."""
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items() if k != TIED_KEY}
+    metadata = {"format": "pt", CONFIG_KEY: config.to_json(), **(extra_metadata or {})}
+    return atomic_save_safetensors(tensors, path, metadata)
+
+
+def unwrap_model(model: torch.nn.Module) -> GPT:
+    """The plain GPT inside DDP(...) and/or torch.compile(...), so saved keys never carry `module.`/`_orig_mod.`."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """A .safetensors file as given; a checkpoint dir → its model.safetensors; a run dir → its `latest` checkpoint."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():
+            return path / "model.safetensors"
+        if (path / "latest").is_file():
+            name = (path / "latest").read_text().strip()
+            return resolve_weights_path(path / name)
+        raise FileNotFoundError(
+            f"{path} is a directory with neither model.safetensors nor a `latest` checkpoint pointer; "
+            "pass a .safetensors file, a checkpoint directory or a run directory"
+        )
+    raise FileNotFoundError(
+        f"no weights at {path}; convert OpenAI's with `python scripts/load_openai_weights.py --model-size 124M` "
+        "or train some with `python scripts/pretrain.py`"
+    )
+
+
+def read_config(path: str | Path) -> GPTConfig:
+    """The GPTConfig stored in a weights file's metadata (reads only the header)."""
+    path = resolve_weights_path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if CONFIG_KEY not in meta:
+        raise ValueError(
+            f"{path} has no '{CONFIG_KEY}' metadata, so it was not written by gpt2-from-scratch; "
+            "convert Hugging Face / OpenAI files with scripts/load_openai_weights.py --from-dir"
+        )
+    return GPTConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+
+
+def read_each_tensor(path: str | Path, transform: Callable, device: str | torch.device = "cpu") -> dict:
+    """{key: transform(tensor)} for a safetensors file, opened once per tensor: each tensor's mapped file pages are
+    released as soon as its transformed copy exists, instead of the whole mapped file staying resident beside the
+    copies (which would double peak memory)."""
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    out = {}
+    for key in keys:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            out[key] = transform(f.get_tensor(key))
+    return out
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> GPT:
+    """Load a saved GPT in eval mode, holding one copy of the weights: the model is built on the meta device
+    (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it."""
+    path = resolve_weights_path(path)
+    config = read_config(path)
+    dtype = get_dtype(dtype) if dtype is not None else None
+    with torch.device("meta"):
+        model = GPT(config)
+    if dtype is None and torch.device(device).type == "cpu":
+        # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
+        # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
+        with safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    else:
+        state = read_each_tensor(
+            path, lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t, device
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if k != TIED_KEY]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match its own config: missing {missing}, unexpected {unexpected}")
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
+    return model.eval()
+
+
+# ---- OpenAI's and Hugging Face's checkpoints → our state dict, and back --------------------------------------------
