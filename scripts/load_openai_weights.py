@@ -44,6 +44,12 @@ def detect_source(directory: Path) -> str:
         return "openai"
     if (directory / "config.json").is_file():
         return "hf"
+    if (directory / "model.safetensors").is_file() or (directory / "latest").is_file():
+        raise FileNotFoundError(
+            f"{directory} is one of our checkpoint or run directories, already in our format: load it with "
+            f"--weights {directory} wherever weights are asked for, or export it with "
+            f"`python scripts/export_hf.py {directory} OUT_DIR`"
+        )
     raise FileNotFoundError(
         f"{directory} holds neither hparams.json (OpenAI's layout) nor config.json (Hugging Face's); "
         "point --from-dir at the directory with the model files"

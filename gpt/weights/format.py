@@ -94,8 +94,14 @@ def resolve_weights_path(path: str | Path) -> Path:
 def read_config(path: str | Path) -> GPTConfig:
     """The GPTConfig stored in a weights file's metadata (reads only the header)."""
     path = resolve_weights_path(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type for a garbled or truncated header
+        raise ValueError(
+            f"{path} is not a readable .safetensors file ({e}); it may be truncated or not a weights file at all: "
+            "write it again (save_model, scripts/load_openai_weights.py or scripts/pretrain.py)"
+        ) from e
     if CONFIG_KEY not in meta:
         raise ValueError(
             f"{path} has no '{CONFIG_KEY}' metadata, so it was not written by gpt2-from-scratch; "
