@@ -1,5 +1,6 @@
 """Checkpoints: the directory contract, atomic writes, rotation, weights_only loading, exact RNG capture."""
 
+import os
 import random
 
 import numpy as np
@@ -120,3 +121,23 @@ def test_mismatched_architecture_is_refused(tmp_path):
     other = GPT(GPTConfig(vocab_size=97, context_length=16, n_layer=2, n_head=2, n_embd=16))
     with pytest.raises(ValueError, match="model config"):
         load_checkpoint_weights(tmp_path / "step_000001", other)
+
+
+def test_latest_moves_only_after_the_checkpoint_it_names_is_complete(tmp_path, monkeypatch):
+    # Watch every rename save_checkpoint makes (the real renames still happen): at the moment `latest` is replaced,
+    # the directory it will name must already hold both files under its final name, and be loadable.
+    model, opt, sampler = trained_pieces()
+    save_checkpoint(tmp_path, 1, model, state_of(opt, sampler))
+    real_replace, seen = os.replace, []
+
+    def watching_replace(src, dst, *a, **kw):
+        if os.path.basename(dst) == "latest":
+            name = open(src, encoding="utf-8").read().strip()
+            final = tmp_path / name
+            seen.append((name, (final / "model.safetensors").is_file(), (final / "state.pt").is_file()))
+            assert load_checkpoint_state(final)["step"] == 2
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", watching_replace)
+    save_checkpoint(tmp_path, 2, model, state_of(opt, sampler))
+    assert seen == [("step_000002", True, True)]

@@ -222,3 +222,19 @@ def test_real_124m_greedy_text_matches_the_published_one():
         "\"I'm not going to sit here and say, 'I'm not going to do this,'"
     )
     assert text == expected
+
+
+def test_every_conv1d_weight_is_transposed_into_our_linear(hf_reference):
+    # An independent expected value for each of the four Conv1D weights of every block: OpenAI's (1, in, out) array,
+    # transposed by hand. A converter that skips any transpose — the square attn.c_proj included, which no shape
+    # check can catch — fails here without needing a logit comparison.
+    arrays = openai_arrays(hf_reference)
+    source = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+    state = convert_arrays(arrays)
+    for i in range(FIXTURE_CONFIG.n_layer):
+        for mod in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
+            ours = state[f"transformer.h.{i}.{mod.replace('/', '.')}.weight"]
+            assert torch.equal(ours, source[f"model/h{i}/{mod}/w"][0].T), mod  # (in, out) → nn.Linear's (out, in)
+            assert torch.equal(state[f"transformer.h.{i}.{mod.replace('/', '.')}.bias"], source[f"model/h{i}/{mod}/b"])
+    assert torch.equal(state["transformer.wte.weight"], source["model/wte"])  # embeddings: never transposed
+    assert torch.equal(state["transformer.wpe.weight"], source["model/wpe"])

@@ -298,3 +298,17 @@ def test_error_page_detection(first, ctype, expected):
 def test_check_content_flags_bad_json(tmp_path):
     (tmp_path / "config.json").write_text("<html>")
     assert "not JSON" in check_content(tmp_path / "config.json", "config.json")
+
+
+def test_a_tokenizer_file_with_the_wrong_sha256_is_refused_and_deleted(server, tmp_path):
+    # Same size as GPT-2's encoder.json, one byte different: only the published sha256 can tell.
+    served = server.root / OPENAI_PATH / "encoder.json"
+    data = bytearray(served.read_bytes())
+    i = data.index(b'"Hello"')
+    data[i + 1 : i + 6] = b"Jello"
+    served.write_bytes(bytes(data))
+    with pytest.raises(DownloadError, match=r"encoder\.json is corrupted or not GPT-2's encoder\.json: sha256"):
+        download_model("124M", "openai", tmp_path / "w", f"{server.url}/models", retries=0, progress=False)
+    directory = tmp_path / "w" / "openai" / "124M"
+    assert not (directory / "encoder.json").exists() and not (directory / "vocab.bpe").exists()  # fetched again next
+    assert (directory / DATA).is_file()  # the large file is kept

@@ -143,3 +143,12 @@ def test_guard_message_lists_the_options():
     msg = cuda_guard_message()
     for needle in ("CUDA is not available", "--device mps", "--force-cpu", "configs/tiny.yaml"):
         assert needle in msg
+
+
+def test_lr_schedule_equals_a_hand_computed_table():
+    # warmup 2, cosine over steps 2..6 from 1 to 0: progress (s - 2) / 4, lr = 0.5 · (1 + cos(π · progress))
+    got = [lr_at(s, max_lr=1.0, min_lr=0.0, warmup_steps=2, decay_steps=6) for s in range(8)]
+    want = [0.5, 1.0, 1.0, 0.8535533905932737, 0.5, 0.14644660940672627, 0.0, 0.0]
+    assert got == pytest.approx(want, abs=1e-12)
+    kw = dict(max_lr=6e-4, min_lr=6e-5, warmup_steps=10, decay_steps=100)
+    assert max(lr_at(s, **kw) for s in range(200)) == 6e-4  # never above the peak, at the end of warmup or after
