@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-from gpt.config import ALIASES, OPENAI_SIZES, GPTConfig, canonical_preset  # noqa: E402
-from gpt.download import BASE_URL_ENV, DownloadError, download_model  # noqa: E402
-from gpt.weights import convert_hf, convert_openai, export_hf, load_model, save_state_dict  # noqa: E402
-from gpt.weights.tf_checkpoint import CheckpointError  # noqa: E402
+from gpt.config import ALIASES, OPENAI_SIZES, GPTConfig, canonical_preset
+from gpt.download import BASE_URL_ENV, DownloadError, download_model
+from gpt.weights import convert_hf, convert_openai, export_hf, load_model, save_state_dict
+from gpt.weights.tf_checkpoint import CheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

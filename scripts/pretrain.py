@@ -22,22 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
+import dataclasses
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data  # noqa: E402
-from gpt.generate import generate  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from gpt.tokenizer import EOT_ID, get_tokenizer  # noqa: E402
-from gpt.train import (  # noqa: E402
+from gpt import generate
+from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data
+from gpt.model import GPT
+from gpt.tokenizer import EOT_ID, get_tokenizer
+from gpt.train import (
     CudaGuardError,
     TrainConfig,
     apply_overrides,
@@ -52,7 +52,7 @@ from gpt.train import (  # noqa: E402
     parse_train_args,
     resolve_device,
 )
-from gpt.train.checkpoint import (  # noqa: E402
+from gpt.train.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint_state,
@@ -60,9 +60,9 @@ from gpt.train.checkpoint import (  # noqa: E402
     restore_rng_state,
     save_checkpoint,
 )
-from gpt.train.tracking import Tracker, sample_text  # noqa: E402
-from gpt.utils import progress_bar, set_seed  # noqa: E402
-from gpt.weights import load_model  # noqa: E402
+from gpt.train.tracking import Tracker, sample_text
+from gpt.utils import progress_bar, set_seed
+from gpt.weights import load_model
 
 NAN_HOOK_ENV = "GPT2_INJECT_NAN_AT_STEP"
 

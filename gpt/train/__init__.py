@@ -1,8 +1,8 @@
 """Training: the helpers scripts/pretrain.py's flat loop calls.
 
-    config.py      TrainConfig, the optimizer, the schedule, MFU, the device guard and DDP setup
-    checkpoint.py  crash-safe step_XXXXXX checkpoints with a `latest` pointer and exact-resume state
-    tracking.py    TensorBoard + W&B + metrics.jsonl + loss.png
+config.py      TrainConfig, the optimizer, the schedule, MFU, the device guard and DDP setup
+checkpoint.py  crash-safe step_XXXXXX checkpoints with a `latest` pointer and exact-resume state
+tracking.py    TensorBoard + W&B + metrics.jsonl + loss.png
 """
 
 from gpt.train.config import (
