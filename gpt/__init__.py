@@ -1,9 +1,9 @@
 """gpt2-from-scratch: a hand-written GPT-2 you can read, load OpenAI's weights into, train and sample.
 
-Reading order (the core, top to bottom): config.py → model.py → tokenizer.py → loss.py → sampling.py →
-generate.py (with padding.py for unequal prompts; fast_decode.py for the speed tricks). Then the subpackages:
-weights/ (our file format, OpenAI/HF conversion, hub downloads), data/ (text → token files → training windows),
-train/ (run config, CLI, optimizer + schedule, device/DDP, checkpoints, tracking; scripts/pretrain.py is the loop).
+Reading order (the README's reading path): config.py → model.py → tokenizer.py → weights/ (our file format,
+OpenAI/HF conversion, the TF checkpoint reader, hub downloads through download.py) → sampling.py → generate.py
+(padding.py for unequal prompts, fast_decode.py for the speed tricks) → data/ (text → token files → training
+windows) → scripts/pretrain.py (the loop) → train/ (its helpers) → loss.py.
 """
 
 from gpt.config import GPTConfig
