@@ -32,23 +32,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import tempfile
+import time
 
-import generate as bench_generate  # noqa: E402  (bench/generate.py)
-import torch  # noqa: E402
-import train as bench_train  # noqa: E402  (bench/train.py)
+import generate as bench_generate  # bench/generate.py
+import torch
+import train as bench_train  # bench/train.py
 
-from gpt import GPTConfig  # noqa: E402
-from gpt.train import device_peak_flops  # noqa: E402
+from gpt import GPTConfig
+from gpt.train import device_peak_flops
 
 SECTIONS = ("peak", "decode", "train", "load", "data")
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}

@@ -19,18 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
-import torch  # noqa: E402
+import torch
 
-from gpt import GPT, GPTConfig  # noqa: E402
-from gpt.train import configure_optimizer, flops_per_token, param_groups  # noqa: E402
+from gpt import GPT, GPTConfig
+from gpt.train import configure_optimizer, flops_per_token, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from gpt.generate import generate_stream, prepare_for_decoding
+    from gpt import generate_stream
+    from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
     from gpt.tokenizer import EOT_ID, get_tokenizer, stream_decode
     from gpt.utils import get_device, get_dtype
     from gpt.weights import load_model
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {e}")
         return 2
     model = prepare_for_decoding(model, compile=args.compile)
+    decoder = CompiledDecoder() if args.compile else None  # one for all samples: compiled once
     enc = get_tokenizer()
     if model.config.vocab_size < enc.n_vocab:
         log(f"error: the model's vocabulary ({model.config.vocab_size}) is smaller than GPT-2's ({enc.n_vocab})")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             top_p=args.top_p,
             eos_id=EOT_ID,
             generator=generator,
-            compile=args.compile,
+            decoder=decoder,
         )
 
         new_ids = []

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-from gpt.config import ALIASES, OPENAI_SIZES, GPTConfig, canonical_preset  # noqa: E402
-from gpt.download import BASE_URL_ENV, DownloadError, download_model  # noqa: E402
-from gpt.weights import convert_hf, convert_openai, export_hf, load_model, save_state_dict  # noqa: E402
-from gpt.weights.tf_checkpoint import CheckpointError  # noqa: E402
+from gpt.config import ALIASES, OPENAI_SIZES, GPTConfig, canonical_preset
+from gpt.download import DownloadError
+from gpt.weights import BASE_URL_ENV, convert_hf, convert_openai, download_model, export_hf, load_model, save_state_dict
+from gpt.weights.tf_checkpoint import CheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models-dir", default="weights", help="downloads go to MODELS_DIR/SOURCE/SIZE/ (default weights)")
     p.add_argument("--from-dir", help="convert the files in this directory (OpenAI or Hugging Face layout), no network")
     p.add_argument("--out", help="output file (default MODELS_DIR/gpt2-SIZE.safetensors)")
-    p.add_argument("--base-url", help=f"download from this mirror (or set ${BASE_URL_ENV}); see gpt/download.py")
+    p.add_argument("--base-url", help=f"download from this mirror (or set ${BASE_URL_ENV}); see gpt/weights/hub.py")
     p.add_argument("--reader", choices=("numpy", "tensorflow"), default="numpy", help="TF checkpoint reader")
     p.add_argument("--export-hf", metavar="DIR", help="also write a Hugging Face transformers directory here")
     p.add_argument("--retries", type=int, default=5, help="retries per file on network errors (default 5)")

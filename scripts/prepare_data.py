@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-import argparse  # noqa: E402
+import argparse
 
-from gpt.data import DataError, prepare_data  # noqa: E402
+from gpt.data import DataError, prepare_data
 
 DEFAULT_INPUT = "data/shakespeare"
 DEFAULT_OUT = "data/shakespeare/prepared"

@@ -8,13 +8,10 @@
     python scripts/pretrain.py --init-from weights/gpt2-124M.safetensors --data-source my_texts/ \
         --data-dir data/mine/prepared --learning-rate 1e-4            # continue OpenAI's GPT-2 on your own text
 
-Every TrainConfig field (gpt/train/config.py) is a flag: --max-steps 50, --model.n-layer 2, --no-compile.
-Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`, metrics.jsonl, loss.png,
-TensorBoard event files (tensorboard --logdir runs) and an offline W&B run (wandb sync runs/<name>/wandb/offline-*).
-
-Test hooks (environment variables; used by tests/test_pretrain.py):
-    GPT2_INJECT_NAN_AT_STEP=k        the loss of optimizer step k becomes NaN (the run must stop cleanly)
-    GPT2_TEST_HANG_IN_CHECKPOINT=k   saving checkpoint k hangs halfway (see gpt/train/checkpoint.py)
+Every TrainConfig field (gpt/train/config.py) is a flag (gpt/train/cli.py): --max-steps 50, --model.n-layer 2,
+--no-compile; --help lists them all. Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`,
+metrics.jsonl, loss.png, TensorBoard event files (tensorboard --logdir runs) and an offline W&B run
+(wandb sync runs/<name>/wandb/offline-*).
 """
 
 import sys
@@ -22,22 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data  # noqa: E402
-from gpt.generate import generate  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from gpt.tokenizer import EOT_ID, get_tokenizer  # noqa: E402
-from gpt.train import (  # noqa: E402
+from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data
+from gpt.model import GPT
+from gpt.tokenizer import get_tokenizer
+from gpt.train import (
     CudaGuardError,
     TrainConfig,
     apply_overrides,
@@ -52,19 +46,20 @@ from gpt.train import (  # noqa: E402
     parse_train_args,
     resolve_device,
 )
-from gpt.train.checkpoint import (  # noqa: E402
+from gpt.train.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint_state,
     load_checkpoint_weights,
-    restore_rng_state,
+    restore_training_state,
     save_checkpoint,
+    training_state,
 )
-from gpt.train.tracking import Tracker, sample_text  # noqa: E402
-from gpt.utils import progress_bar, set_seed  # noqa: E402
-from gpt.weights import load_model  # noqa: E402
-
-NAN_HOOK_ENV = "GPT2_INJECT_NAN_AT_STEP"
+from gpt.train.evaluate import eval_sample, evaluate
+from gpt.train.pretrained import model_from_pretrained
+from gpt.train.signals import stop_on_signal
+from gpt.train.tracking import Tracker
+from gpt.utils import progress_bar, set_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         if source and source not in data.meta.get("inputs", [source]):
             say(f"note: {cfg.data_dir} was prepared from {data.meta['inputs']}, not {source}; training on it anyway "
                 "(delete that folder, or pass another --data-dir, to prepare data_source instead)")  # fmt: skip
-        T = cfg.block_size
-        grad_accum = grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, T, dinfo.world_size)
+        seq_len = cfg.seq_len or cfg.model.context_length  # tokens per training window
+        grad_accum = grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, seq_len, dinfo.world_size)
         train_sampler = WindowSampler(
-            data.train, cfg.batch_size, T, grad_accum, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size
+            data.train, cfg.batch_size, seq_len, grad_accum, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size
         )
         val_batches = eval_batches(
-            data.val, cfg.eval_iters, cfg.batch_size, T, cfg.seed + 1, dinfo.rank, dinfo.world_size
+            data.val, cfg.eval_iters, cfg.batch_size, seq_len, cfg.seed + 1, dinfo.rank, dinfo.world_size
         )
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -141,21 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- model and optimizer -----------------------------------------------------------------------------------------
     set_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    if cfg.init_from and saved is None:
-        # e.g. converted OpenAI weights: their architecture wins, except dropout and vocabulary padding (64 → 50304
-        # rows is faster; the extra rows are never a token, so they keep their random init)
-        pretrained = load_model(cfg.init_from, device="cpu")
-        arch = dataclasses.replace(
-            pretrained.config, dropout=cfg.model.dropout, vocab_multiple=cfg.model.vocab_multiple
-        )
-        cfg = dataclasses.replace(cfg, model=arch)
-        model = GPT(arch)
-        with torch.no_grad():
-            for name, tensor in model.state_dict().items():  # equal shapes, or more/fewer padding rows
-                src = pretrained.state_dict()[name]
-                tensor[: src.size(0)].copy_(src[: tensor.size(0)])
+    if cfg.init_from and saved is None:  # e.g. converted OpenAI weights: their architecture wins
+        model = model_from_pretrained(cfg.init_from, cfg.model.dropout, cfg.model.vocab_multiple)
+        cfg = dataclasses.replace(cfg, model=model.config)
         say(f"initialised from {cfg.init_from}")
-        del pretrained
     else:
         model = GPT(cfg.model)
     if saved is not None:
@@ -165,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device_type=device.type
     )
     if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        train_sampler.load_state_dict(saved["sampler"])
-        rng = saved["rng"]
-        restore_rng_state(rng[dinfo.rank] if len(rng) == dinfo.world_size else rng[0])
+        restore_training_state(saved, optimizer, train_sampler, dinfo.rank, dinfo.world_size)
     else:
         torch.manual_seed(cfg.seed + dinfo.rank)  # dropout masks differ between ranks
     raw_model = model  # the plain GPT: for saving and for text samples
@@ -180,145 +161,115 @@ def main(argv: list[str] | None = None) -> int:
     tracker = None
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         tracker = Tracker(
             run_dir, cfg.to_dict(), run_name=cfg.name, tensorboard=cfg.tensorboard, wandb_mode=cfg.wandb_mode,
             wandb_project=cfg.wandb_project, resume_step=start_step if saved is not None else None,
         )  # fmt: skip
     enc = get_tokenizer()
-    flops_tok = flops_per_token(cfg.model, T)
+    flops_tok = flops_per_token(cfg.model, seq_len)
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else device_peak_flops(device, amp_dtype)
     say(
         f"{'resuming at' if saved else 'starting'} step {start_step}/{cfg.max_steps} · {run_dir} · {device} "
         f"· {str(amp_dtype).removeprefix('torch.')} · {dinfo.world_size} process(es)\n"
         f"model {raw_model.num_params() / 1e6:.1f}M params · {cfg.total_batch_tokens:,} tokens/step = "
-        f"{dinfo.world_size} × {grad_accum} micro-steps × {cfg.batch_size} × {T} · data: train "
+        f"{dinfo.world_size} × {grad_accum} micro-steps × {cfg.batch_size} × {seq_len} · data: train "
         f"{data.train.size:,} tokens, val {data.val.size:,}"
     )
 
-    # ---- SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly -----------------------------------
-    stop = {"signal": None}
-
-    def request_stop(signum, frame):
-        stop["signal"] = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
-
-    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    nan_step = int(os.environ.get(NAN_HOOK_ENV, -1))
     stop_requested = False
     exit_code = 0
-
     bar = progress_bar(total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress))
     log = bar.write if master else (lambda *a, **k: None)
 
     # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
-    for step in range(start_step, cfg.max_steps + 1):
-        last = step == cfg.max_steps
+    # SIGINT/SIGTERM set stop.signal: the loop finishes its step, writes a checkpoint and exits cleanly.
+    with stop_on_signal() as stop:
+        for step in range(start_step, cfg.max_steps + 1):
+            last = step == cfg.max_steps
 
-        # -- validation: the same eval_iters random batches every time; at step 0, every eval_interval, at the end --
-        if (step % cfg.eval_interval == 0 or last) and not (saved is not None and step == start_step):
-            model.eval()
-            val = torch.zeros(2, device=device)  # (sum of batch losses, batches) on this rank
-            with torch.no_grad():
-                for x, y in val_batches:
+            # -- validation: the same eval_iters random batches every time; at step 0, every eval_interval, at the end
+            if (step % cfg.eval_interval == 0 or last) and not (saved is not None and step == start_step):
+                val_loss = evaluate(model, val_batches, device, autocast, return_logits=logits_out, ddp=dinfo.ddp)
+                if master:
+                    log(f"step {step}: val loss {val_loss:.4f}")
+                    tracker.log(step, {"val/loss": val_loss})
+                    if cfg.sample_tokens > 0:
+                        text = eval_sample(
+                            raw_model, enc, cfg.sample_prompt, cfg.sample_tokens, cfg.seed, device, autocast
+                        )
+                        tracker.log_text(step, "samples/text", text)
+                    tracker.plot_losses()
+
+            # -- checkpoint (rank 0 writes; every rank contributes its RNG state) --
+            if step > start_step and (step % cfg.ckpt_interval == 0 or last or stop_requested):
+                rng_states = [capture_rng_state()]
+                if dinfo.ddp:
+                    rng_states = [None] * dinfo.world_size
+                    dist.all_gather_object(rng_states, capture_rng_state())
+                if master:
+                    state = training_state(optimizer, train_sampler, rng_states, cfg.to_dict(), dinfo.world_size)
+                    path = save_checkpoint(run_dir, step, raw_model, state, keep=cfg.keep_checkpoints)
+                    log(f"step {step}: saved {path}")
+                if dinfo.ddp:
+                    dist.barrier()
+            if last or stop_requested:
+                break
+
+            # -- one optimizer step: grad_accum micro-batches, clip, AdamW --
+            t0 = time.perf_counter()
+            lr = lr_at(
+                step, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                decay_steps=cfg.lr_decay_steps or cfg.max_steps,
+            )  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for k, (x, y) in enumerate(train_sampler.next_step()):
+                if device.type == "cuda":  # page-locked host memory: the copy below runs async, overlapping compute
+                    x, y = x.pin_memory(), y.pin_memory()
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                # DDP averages gradients across ranks during backward; only the last micro-step needs that
+                sync = train_model.no_sync() if dinfo.ddp and k < grad_accum - 1 else nullcontext()
+                with sync:
                     with autocast:
-                        val[0] += model(x.to(device), y.to(device), return_logits=logits_out).loss.float()
-                    val[1] += 1
+                        loss = train_model(x, y, return_logits=logits_out).loss  # mean over this micro-batch's tokens
+                    (loss / grad_accum).backward()  # gradients sum over micro-steps → the mean over the step's batch
+                loss_sum += loss.detach()
+            # mean loss over the whole step (all ranks) and "did any rank get a stop signal", in one all-reduce
+            packed = torch.stack([loss_sum / grad_accum, torch.tensor(float(stop.signal is not None), device=device)])
             if dinfo.ddp:
-                dist.all_reduce(val)
-            val_loss = (val[0] / val[1]).item()
+                dist.all_reduce(packed)
+                packed[0] /= dinfo.world_size
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: no clipping, but the norm is still logged
+            norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), clip)
+            train_loss, grad_norm = packed[0].item(), norm.item()
+            stop_requested = packed[1].item() > 0
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                good = latest_checkpoint(run_dir)
+                print(
+                    f"error: the loss is {train_loss} (gradient norm {grad_norm}) at step {step + 1}; stopping without "
+                    f"applying this update. Last good checkpoint: {good or 'none yet'}. Resume from it with --resume, "
+                    "perhaps with a lower --learning-rate or a longer --warmup-steps.",
+                    file=sys.stderr,
+                )
+                exit_code = 1
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # honest timing: wait for the GPU
+            tok_per_s = cfg.total_batch_tokens / (time.perf_counter() - t0)
             if master:
-                log(f"step {step}: val loss {val_loss:.4f}")
-                tracker.log(step, {"val/loss": val_loss})
-                if cfg.sample_tokens > 0:
-                    prompt = enc.encode_ordinary(cfg.sample_prompt) or [EOT_ID]
-                    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the same dice at every eval
-                    with autocast:
-                        out = generate(
-                            raw_model, torch.tensor([prompt], device=device), cfg.sample_tokens,
-                            temperature=1.0, top_k=50, generator=gen,
-                        )  # fmt: skip
-                    text = cfg.sample_prompt + sample_text(enc, out[0, len(prompt) :].tolist())
-                    tracker.log_text(step, "samples/text", text)
-                tracker.plot_losses()
-            model.train()
-
-        # -- checkpoint (rank 0 writes; every rank contributes its RNG state) --
-        if step > start_step and (step % cfg.ckpt_interval == 0 or last or stop_requested):
-            rng_states = [capture_rng_state()]
-            if dinfo.ddp:
-                rng_states = [None] * dinfo.world_size
-                dist.all_gather_object(rng_states, capture_rng_state())
-            if master:
-                state = {
-                    "optimizer": optimizer.state_dict(),
-                    "sampler": train_sampler.state_dict(),
-                    "rng": rng_states,
-                    "config": cfg.to_dict(),
-                    "world_size": dinfo.world_size,
-                }
-                path = save_checkpoint(run_dir, step, raw_model, state, keep=cfg.keep_checkpoints)
-                log(f"step {step}: saved {path}")
-            if dinfo.ddp:
-                dist.barrier()
-        if last or stop_requested:
-            break
-
-        # -- one optimizer step: grad_accum micro-batches, clip, AdamW --
-        t0 = time.perf_counter()
-        lr = lr_at(
-            step, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
-            decay_steps=cfg.lr_decay_steps or cfg.max_steps,
-        )  # fmt: skip
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        for k, (x, y) in enumerate(train_sampler.next_step()):
-            if device.type == "cuda":  # page-locked host memory: the copy below runs async, overlapping compute
-                x, y = x.pin_memory(), y.pin_memory()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            # DDP averages gradients across ranks during backward; only the last micro-step needs that
-            sync = train_model.no_sync() if dinfo.ddp and k < grad_accum - 1 else nullcontext()
-            with sync:
-                with autocast:
-                    loss = train_model(x, y, return_logits=logits_out).loss  # mean over this micro-batch's tokens
-                if step == nan_step:
-                    loss = loss * float("nan")  # test hook (see module docstring)
-                (loss / grad_accum).backward()  # gradients sum over micro-steps → the mean over the step's batch
-            loss_sum += loss.detach()
-        # mean loss over the whole step (all ranks) and "did any rank get a stop signal", in one all-reduce
-        packed = torch.stack([loss_sum / grad_accum, torch.tensor(float(stop["signal"] is not None), device=device)])
-        if dinfo.ddp:
-            dist.all_reduce(packed)
-            packed[0] /= dinfo.world_size
-        norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        train_loss, grad_norm = packed[0].item(), norm.item()
-        stop_requested = packed[1].item() > 0
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-            good = latest_checkpoint(run_dir)
-            print(
-                f"error: the loss is {train_loss} (gradient norm {grad_norm}) at step {step + 1}; stopping without "
-                f"applying this update. Last good checkpoint: {good or 'none yet'}. Resume from it with --resume, "
-                "perhaps with a lower --learning-rate or a longer --warmup-steps.",
-                file=sys.stderr,
-            )
-            exit_code = 1
-            break
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # honest timing: wait for the GPU
-        tok_per_s = cfg.total_batch_tokens / (time.perf_counter() - t0)
-        if master:
-            metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": grad_norm}
-            metrics["train/tokens_per_sec"] = tok_per_s
-            if peak:
-                metrics["train/mfu"] = estimate_mfu(tok_per_s / dinfo.world_size, flops_tok, peak)
-            tracker.log(step + 1, metrics)
-            bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
-            bar.update(1)
-        if stop_requested:
-            log(f"stop requested (signal): finishing at step {step + 1} with a checkpoint")
+                metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": grad_norm}
+                metrics["train/tokens_per_sec"] = tok_per_s
+                if peak:
+                    metrics["train/mfu"] = estimate_mfu(tok_per_s / dinfo.world_size, flops_tok, peak)
+                tracker.log(step + 1, metrics)
+                bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
+                bar.update(1)
+            if stop_requested:
+                log(f"stop requested (signal): finishing at step {step + 1} with a checkpoint")
 
     # ---- wrap up -----------------------------------------------------------------------------------------------------
     bar.close()
@@ -329,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
             say(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
     if dinfo.ddp:
         dist.destroy_process_group()
-    for s, h in old_handlers.items():
-        signal.signal(s, h)
     return exit_code
 
 

@@ -210,7 +210,7 @@ def test_cli_tensorflow_reader_gives_the_same_file(openai_dir, tmp_path):
 @pytest.mark.network
 def test_real_124m_greedy_text_matches_the_published_one():
     # rasbt/LLMs-from-scratch publishes this continuation for OpenAI's 124M weights (greedy, 30 tokens).
-    from gpt.download import download_model
+    from gpt.weights import download_model
 
     directory = download_model("124M", "openai", ROOT / "weights")
     model = from_state(*convert_openai(directory))

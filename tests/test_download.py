@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from gpt.download import DownloadError, check_content, download_file, download_model, looks_like_error_page
-from gpt.weights import load_model
+from gpt.download import DownloadError, check_content, download_file, looks_like_error_page
+from gpt.weights import download_model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "model.ckpt.data-00000-of-00001"

@@ -1,4 +1,4 @@
-"""gpt/generate.py: the KV-cache loop against the uncached reference, and the sampling rules on hand-made logits."""
+"""gpt/generate.py (+ gpt/padding.py): the KV-cache loop against the uncached reference, prompt by prompt."""
 
 import copy
 import math
@@ -6,18 +6,9 @@ import math
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, KVCache, generate
-from gpt.generate import (
-    check_sampling_args,
-    decode_one_token,
-    filter_logits,
-    generate_stream,
-    left_pad,
-    prefill,
-    prepare_for_decoding,
-    sample_next_token,
-)
+from gpt import GPT, GPTConfig, KVCache, SamplingParams, decode_one_token, generate, generate_stream, prefill
 from gpt.model import CausalSelfAttention
+from gpt.padding import left_pad
 
 V, CTX = 97, 32
 TINY = dict(vocab_size=V, context_length=CTX, n_layer=2, n_head=3, n_embd=48)
@@ -163,48 +154,13 @@ def test_each_row_stops_at_eos(model):
     assert only_row0[-1] == eos and len(only_row0) < len(PROMPTS[0]) + 30  # a lone row stops early
 
 
-# ---- sampling rules ------------------------------------------------------------------------------------------------
+# ---- sampling inside generate --------------------------------------------------------------------------------------
 def test_top_k_1_equals_greedy(model):
     idx = torch.randint(0, V, (2, 6))
     greedy = generate(model, idx, 40, temperature=0)
     assert torch.equal(generate(model, idx, 40, temperature=1.5, top_k=1, generator=torch.Generator()), greedy)
     # ...and sampling without top_k does not (so the comparison above can fail)
     assert not torch.equal(generate(model, idx, 40, temperature=1.5, generator=torch.Generator()), greedy)
-
-
-def test_top_p_keeps_exactly_the_smallest_set_reaching_p():
-    probs = torch.tensor([[0.15, 0.50, 0.05, 0.30]])  # sorted: 0.50, 0.30, 0.15, 0.05
-    logits = probs.log()
-    kept = lambda p: torch.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
-    assert kept(0.45) == [False, True, False, False]  # 0.50 alone reaches 0.45
-    assert kept(0.55) == [False, True, False, True]  # needs 0.50 + 0.30
-    assert kept(0.79) == [False, True, False, True]
-    assert kept(0.81) == [True, True, False, True]  # 0.80 < 0.81: needs the 0.15 too
-    assert kept(0.96) == [True, True, True, True]
-    assert kept(1.0) == [True, True, True, True]
-    # The kept logits are unchanged, so sampling renormalises over the kept set.
-    torch.testing.assert_close(filter_logits(logits, top_p=0.55)[0, [1, 3]], logits[0, [1, 3]])
-    # Rows are filtered independently, and sampling never leaves the set.
-    two = torch.stack([logits[0], logits[0].flip(-1)])
-    g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_next_token(two, top_p=0.55, generator=g) for _ in range(200)])
-    assert set(draws[:, 0].tolist()) == {1, 3} and set(draws[:, 1].tolist()) == {0, 2}
-
-
-def test_top_k_keeps_the_k_largest():
-    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
-    assert torch.isfinite(filter_logits(logits, top_k=2))[0].tolist() == [False, True, False, True, False]
-    assert torch.isfinite(filter_logits(logits, top_k=9)).all()
-
-
-def test_low_temperature_approaches_greedy():
-    torch.manual_seed(1)
-    logits = torch.randn(256, 50) * 3
-    g = torch.Generator().manual_seed(0)
-    greedy = logits.argmax(-1)
-    assert torch.equal(sample_next_token(logits, temperature=1e-4, generator=g), greedy)
-    agree = [(sample_next_token(logits, t, generator=g) == greedy).float().mean().item() for t in (2, 1, 0.3)]
-    assert agree[0] < agree[1] < agree[2] < 1  # colder → closer to greedy, but not yet equal
 
 
 def test_fixed_generator_reproduces_samples(model):
@@ -245,7 +201,7 @@ def test_padded_vocabulary_leaves_the_sampled_distribution_unchanged(model):
 def test_bad_sampling_arguments_are_clear_errors(model, kw, match):
     args = dict(temperature=1.0, top_k=None, top_p=None) | kw
     with pytest.raises(ValueError, match=match):
-        check_sampling_args(**args)
+        SamplingParams(**args)
     with pytest.raises(ValueError, match=match):
         generate(model, torch.zeros(1, 3, dtype=torch.long), 5, **kw)
 
@@ -257,29 +213,3 @@ def test_generate_keeps_the_training_mode(model):
         assert model.training
     finally:
         model.eval()
-
-
-def test_decoding_layout_changes_storage_not_values(model):
-    m = GPT(GPTConfig(**TINY)).eval()
-    m.load_state_dict(model.state_dict())
-    idx = torch.randint(0, V, (2, 8))
-    before = generate(m, idx, 20, temperature=0)
-    prepare_for_decoding(m)
-    w = m.transformer.h[0].mlp.c_fc.weight
-    assert w.shape == (4 * 48, 48) and w.t().is_contiguous()  # (out, in) tensor stored as (in, out)
-    assert m.lm_head.weight is m.transformer.wte.weight  # still tied
-    assert torch.equal(m.state_dict()["lm_head.weight"], model.state_dict()["lm_head.weight"])
-    assert torch.equal(generate(m, idx, 20, temperature=0), before)
-
-
-def test_compiled_decode_step_matches_eager(model):
-    # torch.compile of the fixed-shape decode step (on a CPU: inductor, one-row matmuls as fused reductions).
-    m = GPT(GPTConfig(**{**TINY, "n_layer": 1})).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.mul_(4.0)
-    idx = torch.randint(0, V, (1, 6))
-    eager = generate(m, idx, 40, temperature=0)  # passes the context: compiled decode + eager re-prefills
-    assert torch.equal(generate(m, idx, 40, temperature=0, compile=True), eager)
-    # left-padded rows: position ids looked up inside the graph, pad slots masked
-    assert generate(m, PROMPTS, 20, temperature=0, compile=True) == generate(m, PROMPTS, 20, temperature=0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig, generate, load_model, save_model
-from gpt.generate import prepare_for_decoding
+from gpt.fast_decode import prepare_for_decoding
 from gpt.tokenizer import EOT_ID, get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

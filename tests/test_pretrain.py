@@ -205,8 +205,8 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, da
     run_dir = tmp_path / "run"
     args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "6", "--ckpt-interval", "2",
             "--eval-interval", "100", "--total-batch-tokens", "128", "--tensorboard", "true"]  # fmt: skip
-    env = {**os.environ, "GPT2_TEST_HANG_IN_CHECKPOINT": "4"}  # pause inside the write of step_000004
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=env, stdout=subprocess.PIPE,
+    hang = ROOT / "tests" / "pretrain_hang_in_checkpoint.py"  # pretrain.py that pauses inside step_000004's write
+    proc = subprocess.Popen([sys.executable, str(hang), "4", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for(lambda: (run_dir / "step_000004.tmp" / "HANGING").exists(), proc)
     proc.send_signal(signal.SIGKILL)
@@ -250,7 +250,17 @@ def test_sigint_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path):
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(pretrain, data_dir, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
-    monkeypatch.setenv("GPT2_INJECT_NAN_AT_STEP", "3")  # the 4th update's loss becomes NaN
+    forward, train_calls = GPT.forward, []
+
+    def forward_nan_at_update_4(self, *args, **kwargs):  # one micro-step per update here (128 tokens a step)
+        out = forward(self, *args, **kwargs)
+        if self.training:
+            train_calls.append(1)
+            if len(train_calls) == 4:  # the 4th update's loss becomes NaN
+                out = out._replace(loss=out.loss * float("nan"))
+        return out
+
+    monkeypatch.setattr(GPT, "forward", forward_nan_at_update_4)
     args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "8", "--ckpt-interval", "2",
             "--eval-interval", "100", "--total-batch-tokens", "128"]  # fmt: skip
     assert pretrain(args) == 1

@@ -1,5 +1,7 @@
-"""gpt/train/config.py: config + command line, optimizer groups, LR schedule, accumulation, MFU."""
+"""gpt/train/: the config (config.py) and its command line (cli.py), optimizer groups, LR schedule and accumulation
+(optim.py), MFU (mfu.py), the CUDA guard (device.py), the signal handlers (signals.py)."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from gpt.train import (
     param_groups,
     parse_train_args,
 )
+from gpt.train.signals import stop_on_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,14 +30,14 @@ def test_default_yaml_is_exactly_the_dataclass_defaults():
     assert TrainConfig.from_file(ROOT / "configs" / "default.yaml") == TrainConfig()
     cfg = TrainConfig()
     assert cfg.model.n_layer == 12 and cfg.model.n_embd == 768 and cfg.model.padded_vocab_size == 50304
-    assert cfg.block_size == 1024
+    assert cfg.seq_len is None and cfg.model.context_length == 1024  # the window defaults to the whole context
 
 
 def test_tiny_yaml_is_cpu_sized_and_valid():
     cfg = TrainConfig.from_file(ROOT / "configs" / "tiny.yaml")
     assert GPT(cfg.model).num_params() < 10_000_000
     assert cfg.force_cpu and not cfg.compile
-    grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, cfg.block_size)  # divides evenly
+    grad_accum_steps(cfg.total_batch_tokens, cfg.batch_size, cfg.seq_len or cfg.model.context_length)  # divides evenly
 
 
 def test_yaml_round_trip_and_unknown_fields():
@@ -83,6 +86,8 @@ def test_help_shows_each_fields_comment():
     assert "--max-steps MAX_STEPS optimizer steps" in text
     assert "--model.n-layer MODEL.N_LAYER number of transformer blocks (default: 12)" in text
     assert "--max_steps" not in text  # the underscore spelling works but is not listed twice
+    # a comment continued on the next line reaches --help whole
+    assert "faster matmuls); the extra rows never reach the logits, so loss and sampling are unchanged" in text
 
 
 def test_cli_rejects_bad_values(capsys):
@@ -152,3 +157,16 @@ def test_lr_schedule_equals_a_hand_computed_table():
     assert got == pytest.approx(want, abs=1e-12)
     kw = dict(max_lr=6e-4, min_lr=6e-5, warmup_steps=10, decay_steps=100)
     assert max(lr_at(s, **kw) for s in range(200)) == 6e-4  # never above the peak, at the end of warmup or after
+
+
+# ---- signals ---------------------------------------------------------------------------------------------------------
+def test_stop_on_signal_records_the_signal_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError):  # however the block is left
+        with stop_on_signal() as stop:
+            assert signal.getsignal(signal.SIGTERM) is not before
+            signal.raise_signal(signal.SIGTERM)  # recorded, not fatal
+            assert stop.signal == signal.SIGTERM
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second one would stop at once
+            raise RuntimeError
+    assert signal.getsignal(signal.SIGTERM) is before

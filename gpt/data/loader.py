@@ -1,8 +1,8 @@
 """Prepared token files → training windows, drawn by a sampler whose state resumes exactly and splits DDP ranks.
 
-    data = load_prepared("data/shakespeare/prepared")        # np.memmap views: nothing is read yet
-    sampler = WindowSampler(data.train, batch_size=8, seq_len=256, grad_accum=4, seed=1337)
-    for x, y in sampler.next_step(): ...                      # 4 micro-batches of (8, 256) int64 ids
+data = load_prepared("data/shakespeare/prepared")        # np.memmap views: nothing is read yet
+sampler = WindowSampler(data.train, batch_size=8, seq_len=256, grad_accum=4, seed=1337)
+for x, y in sampler.next_step(): ...                      # 4 micro-batches of (8, 256) int64 ids
 """
 
 from __future__ import annotations

@@ -1,30 +1,31 @@
 """Training: the helpers scripts/pretrain.py's flat loop calls.
 
-    config.py      TrainConfig, the optimizer, the schedule, MFU, the device guard and DDP setup
-    checkpoint.py  crash-safe step_XXXXXX checkpoints with a `latest` pointer and exact-resume state
+    config.py      TrainConfig: every setting of a run, one typed dataclass that round-trips through YAML
+    cli.py         the command line built from it: --max-steps 50, --model.n-layer 2, --config FILE, --help
+    optim.py       AdamW parameter groups, the warmup + cosine schedule, gradient accumulation
+    device.py      the CUDA guard, the training device, the autocast dtype, torchrun's DDP ranks
+    mfu.py         training FLOPs per token and GPU peak FLOP/s → model FLOPs utilisation
+    evaluate.py    the validation loss and the text sample at each evaluation
+    pretrained.py  a model initialised from pretrained weights (--init-from)
+    signals.py     SIGINT/SIGTERM → finish the step, checkpoint, exit; handlers restored after
+    checkpoint.py  crash-safe step_XXXXXX checkpoints with a `latest` pointer; the training state for exact resume
     tracking.py    TensorBoard + W&B + metrics.jsonl + loss.png
+
+Import from here (`from gpt.train import TrainConfig, lr_at`); the files may still be split.
 """
 
-from gpt.train.config import (
+from gpt.train.cli import TrainArgs, apply_overrides, build_arg_parser, parse_train_args
+from gpt.train.config import TrainConfig
+from gpt.train.device import (
     CudaGuardError,
     DistInfo,
-    TrainArgs,
-    TrainConfig,
-    apply_overrides,
     autocast_dtype,
-    build_arg_parser,
-    configure_optimizer,
     cuda_guard_message,
-    device_peak_flops,
     dist_info_from_env,
-    estimate_mfu,
-    flops_per_token,
-    grad_accum_steps,
-    lr_at,
-    param_groups,
-    parse_train_args,
     resolve_device,
 )
+from gpt.train.mfu import device_peak_flops, estimate_mfu, flops_per_token
+from gpt.train.optim import configure_optimizer, grad_accum_steps, lr_at, param_groups
 
 __all__ = [
     "CudaGuardError",

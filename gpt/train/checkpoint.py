@@ -9,10 +9,6 @@ A run directory holds checkpoint directories and a pointer to the newest:
 A checkpoint is built in step_000500.tmp/, fsynced, then renamed into place; only then does `latest` move
 (atomically, by rename) and old checkpoints get rotated out. A crash at any point leaves `latest` naming a
 complete checkpoint. state.pt loads with torch.load(weights_only=True): tensors and plain Python values only.
-
-Test hook: with GPT2_TEST_HANG_IN_CHECKPOINT=<step> in the environment, saving that step stops after writing the
-weights into the temp directory, creates a file HANGING there and sleeps, so a test can SIGKILL the process in
-the middle of a checkpoint write.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +29,6 @@ from gpt.weights import load_model, save_model, unwrap_model
 
 LATEST = "latest"
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
-HANG_ENV = "GPT2_TEST_HANG_IN_CHECKPOINT"
 
 
 def checkpoint_name(step: int) -> str:
@@ -86,6 +80,28 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# ---- what state.pt holds -------------------------------------------------------------------------------------------
+def training_state(optimizer, sampler, rng_states: list[dict], config: dict[str, Any], world_size: int) -> dict:
+    """Everything but the weights that an exact resume needs: the optimizer's moments, the data sampler's position,
+    each rank's RNG states (capture_rng_state()), the run's config (TrainConfig.to_dict()) and the process count."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "sampler": sampler.state_dict(),
+        "rng": rng_states,
+        "config": config,
+        "world_size": world_size,
+    }
+
+
+def restore_training_state(state: dict[str, Any], optimizer, sampler, rank: int, world_size: int) -> None:
+    """Put training_state()'s optimizer, sampler and this rank's RNG states back. A run resumed with another
+    process count gives every rank rank 0's RNG states."""
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.load_state_dict(state["sampler"])
+    rng = state["rng"]
+    restore_rng_state(rng[rank] if len(rng) == world_size else rng[0])
+
+
 # ---- save ------------------------------------------------------------------------------------------------------------
 def save_checkpoint(
     run_dir: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any], keep: int = 3
@@ -100,10 +116,6 @@ def save_checkpoint(
     final, tmp = run_dir / name, run_dir / f"{name}.tmp"
     tmp.mkdir()
     save_model(unwrap_model(model), tmp / "model.safetensors", extra_metadata={"step": str(step)})
-    if os.environ.get(HANG_ENV) == str(step):
-        (tmp / "HANGING").touch()
-        while True:  # test hook: wait here to be killed (see module docstring)
-            time.sleep(1)
     torch.save({**state, "step": step}, tmp / "state.pt")
     fsync_path(tmp / "state.pt")  # (model.safetensors was fsynced by save_model)
     fsync_path(tmp)

@@ -4,6 +4,7 @@
     tf_checkpoint.py  OpenAI's TensorFlow checkpoint read with NumPy alone
     convert.py        OpenAI / HF layouts → our state dict (renames, four transposes, strict checks)
     export.py         our model → a Hugging Face GPT-2 directory
+    hub.py            download_model: OpenAI's / Hugging Face's GPT-2 files, with their known sizes (via gpt/download.py)
 """
 
 from gpt.weights.convert import (
@@ -30,8 +31,26 @@ from gpt.weights.format import (
     save_state_dict,
     unwrap_model,
 )
+from gpt.weights.hub import (
+    BASE_URL_ENV,
+    BPE_SIZES,
+    HF_FILES,
+    KNOWN_SIZES,
+    OPENAI_DATA,
+    OPENAI_FILES,
+    checkpoint_bytes,
+    download_model,
+)
 
 __all__ = [
+    "BASE_URL_ENV",
+    "BPE_SIZES",
+    "HF_FILES",
+    "KNOWN_SIZES",
+    "OPENAI_DATA",
+    "OPENAI_FILES",
+    "checkpoint_bytes",
+    "download_model",
     "CONFIG_KEY",
     "TIED_KEY",
     "TRANSPOSED",

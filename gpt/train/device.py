@@ -1,0 +1,100 @@
+"""Devices and processes: the CUDA guard, the training device, the autocast dtype, and torchrun's DDP ranks.
+
+    device = resolve_device(cfg, dist_info_from_env().local_rank)   # raises CudaGuardError without a usable GPU
+    amp_dtype = autocast_dtype(cfg, device)                          # bfloat16 on CUDA, float32 elsewhere
+
+scripts/pretrain.py turns a CudaGuardError into its one-line `error: ...` and exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from gpt.train.config import TrainConfig
+
+
+class CudaGuardError(RuntimeError):
+    """The run asked for a GPU (the default) but none is usable; the message lists the options."""
+
+
+def cuda_guard_message() -> str:
+    if torch.version.cuda is None:
+        why = f"this PyTorch ({torch.__version__}) is a CPU-only build, without CUDA support"
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        why = (
+            f"this PyTorch ({torch.__version__}, built for CUDA {torch.version.cuda}) finds no usable GPU"
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+            + "; check the driver with `nvidia-smi`"
+        )
+    return (
+        "CUDA is not available, and pretraining is sized for a GPU.\n"
+        f"  Why: {why}.\n"
+        "  Options:\n"
+        "    1. Fix CUDA: install a PyTorch build that matches your driver (https://pytorch.org/get-started/locally/)"
+        " and check that `python -c 'import torch; print(torch.cuda.is_available())'` prints True.\n"
+        "    2. On an Apple-silicon Mac: add --device mps.\n"
+        "    3. Train on the CPU with the CPU-sized config:\n"
+        "         python scripts/pretrain.py --config configs/tiny.yaml --force-cpu"
+    )
+
+
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    """The training device. 'auto' means CUDA; without CUDA it raises CudaGuardError unless --force-cpu (or an
+    explicit --device cpu / mps) says the CPU or MPS is meant."""
+    name = cfg.device.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if cfg.force_cpu:
+            return torch.device("cpu")
+        raise CudaGuardError(cuda_guard_message())
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CudaGuardError(cuda_guard_message())
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    if name == "mps":
+        from gpt.utils import mps_available
+
+        if not mps_available():
+            raise ValueError("--device mps asked for, but Apple's MPS backend is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {cfg.device!r}; use auto, cuda, cpu or mps")
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    """bfloat16 autocast on CUDA by default (and wherever asked for); float32 (no autocast) otherwise."""
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0  # this process among all processes
+    local_rank: int = 0  # this process on this machine (its GPU index)
+    world_size: int = 1
+    ddp: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info_from_env() -> DistInfo:
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python` run has none of them."""
+    if "RANK" not in os.environ:
+        return DistInfo()
+    return DistInfo(
+        rank=int(os.environ["RANK"]),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        ddp=True,
+    )
