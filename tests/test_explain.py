@@ -123,7 +123,7 @@ def test_port_in_use_is_one_error_line(checkpoints):
 
 
 def test_another_host_is_served_with_a_warning(checkpoints):
-    s = Server("--weights", checkpoints[0], "--host", "0.0.0.0")
+    s = Server("--weights", checkpoints[1] / "step_000120", "--host", "0.0.0.0")  # a checkpoint directory
     try:
         assert any(line.startswith("warning: listening on 0.0.0.0") for line in s.log)
         status, _ = s.post("/api/view", {"text": "Hi"}, host="example.org")  # no loopback-only rule then
@@ -187,6 +187,8 @@ def test_api_step_and_loss(server, checkpoints):
     status, v = server.post("/api/loss", {"text": TEXT})
     want = token_losses(model, torch.tensor([enc.encode(TEXT)]))[0]
     assert status == 200 and v["models"][1]["losses"] == pytest.approx(want.tolist(), abs=1e-5)
+    status, v = server.post("/api/loss", {"text": TEXT * 10})
+    assert status == 200 and v["models"][0]["scored"] == 65 and "its first 65" in v["models"][0]["note"]
     assert server.post("/api/loss", {"text": " "})[0] == 400
 
 

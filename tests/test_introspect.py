@@ -49,6 +49,9 @@ def test_trace_records_the_models_own_forward(model, idx):
             torch.testing.assert_close(tr.residuals[i + 1], block(tr.residuals[i]), atol=1e-5, rtol=0)
     assert torch.equal(residual_stream(model, idx), tr.residuals)
     assert trace(model, idx, attentions=False).attentions is None
+    last = trace(model, idx, last_only=True)
+    torch.testing.assert_close(last.logits, tr.logits[:, -1:], atol=1e-5, rtol=0)
+    assert torch.equal(last.residuals, tr.residuals)
 
 
 def test_attention_weights_times_v_is_the_sdpa_output(model, idx):

@@ -58,7 +58,7 @@ class Explainer:
             self.cache.move_to_end(key)
             return self.cache[key]
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        tr = trace(self.model, idx)
+        tr = trace(self.model, idx, last_only=True)  # the views need the last position's logits only
         entry = dict(idx=idx, trace=tr, lens=None, bytes=tr.attentions.numel() * 4 + tr.residuals.numel() * 4)
         self.cache[key] = entry
         while len(self.cache) > 1 and sum(e["bytes"] for e in self.cache.values()) > CACHE_BYTES:
@@ -221,7 +221,7 @@ class App:
         for v in models:
             seen.update(v.get("next", {}).get("ids", []))
             seen.update(i for row in v.get("lens", {}).get("top_ids", []) for pos in row for i in pos)
-        out = dict(ids=ids, models=models, pieces={i: t["piece"] for i, t in zip(seen, token_info(self.enc, seen))})
+        out = dict(ids=ids, models=models, pieces={t["id"]: t["piece"] for t in token_info(self.enc, sorted(seen))})
         if "tokens" in parts:
             out["tokens"] = token_info(self.enc, ids)
         return out
