@@ -180,10 +180,10 @@ def next_token_distribution(
 def token_losses(model: GPT, idx: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
     """idx (B, T) → (B, T - 1) float32 cross-entropy in nats of each token given the ones before it: entry t is
     -log p(idx[:, t + 1] | idx[:, :t + 1]). Their mean is the model's loss on the text; exp(loss) is the
-    perplexity per token. The first token has no loss (nothing predicts it). logits (B, T, V) from trace() saves
-    a forward."""
+    perplexity per token. The first token has no loss (nothing predicts it), so T may be context_length + 1.
+    logits (B, T, V) from trace(model, idx) saves the forward."""
     if logits is None:
         with _eval_mode(model):
-            logits = model(idx)
+            logits = model(idx[:, :-1])  # (B, T - 1, V): the last token predicts nothing we can score
     targets = idx[:, 1:].to(logits.device)
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")  # (B, T - 1)
+    return F.cross_entropy(logits[:, : targets.size(1)].float().transpose(1, 2), targets, reduction="none")

@@ -20,6 +20,7 @@ import argparse
 import errno
 import ipaddress
 import json
+import signal
 import socket
 import sys
 from http import HTTPStatus
@@ -149,6 +150,10 @@ def fail(msg: str) -> int:
     return 2
 
 
+def stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def bind(host: str, port: int) -> ThreadingHTTPServer:
     """Listen on host:port (raises OSError: port in use, host unknown, no permission)."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -198,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)  # fmt: skip
     url_host = f"[{host}]" if ":" in host else host
     print(f"serving http://{url_host}:{port}/  (Ctrl+C stops)", flush=True)
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl+C
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -142,6 +142,9 @@ def test_token_losses_average_to_the_models_loss(model, idx):
     torch.testing.assert_close(losses.mean(), loss, atol=1e-5, rtol=0)
     lens = logit_lens(model, idx)  # the same numbers, seen as probabilities of the next token
     torch.testing.assert_close(losses, -lens.next_token_probs[-1].log(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(token_losses(model, idx, logits=trace(model, idx).logits), losses, atol=1e-5, rtol=0)
+    full = torch.randint(0, V, (1, CTX + 1))  # a whole context of predictions: T = context_length + 1 tokens
+    assert token_losses(model, full).shape == (1, CTX)
 
 
 def test_training_mode_is_restored_and_long_inputs_refused(model):
