@@ -188,7 +188,8 @@ function attentionLayout(col, T) {
   const avail = Math.max(200, $(".attn-wrap", col).clientWidth - 8);
   const labels = T <= 48;
   const left = labels ? 84 : 8, top = labels ? 64 : 8;
-  const cell = Math.max(1, Math.min(36, Math.floor((avail - left) / T)));
+  const fit = Math.min(avail - left, 520 - top);  // the whole map in view up to ~500 px, else the smallest cells
+  const cell = Math.max(1, Math.min(36, Math.floor(fit / T)));
   return {left, top, cell, labels, width: left + cell * T + 4, height: top + cell * T + 4};
 }
 
