@@ -4,12 +4,13 @@
     python bench/explain.py --sizes tiny --repeats 3 --no-browser
 
 For each model it starts scripts/explain.py (a real server on 127.0.0.1) and times, over real HTTP:
-- new prompt: every view of a prompt not seen before (a forward pass with attention recorded, the next-token top 20,
-  one attention map, the logit lens) — what the page asks after each keystroke (after its 200 ms debounce);
+- new prompt: the first views of a prompt not seen before (a forward pass with attention recorded, the tokens, the
+  next-token top 20, one attention map) — what the page asks after each keystroke (after its 200 ms debounce);
+- logit lens: what the page asks next (ln_f and the head applied to all L + 1 residual streams, cached trace);
 - slider: the next-token odds re-filtered at another temperature (the trace is cached: no forward pass);
 - head: another layer/head's attention map (cached).
 With Chromium (Debian's chromium + chromium-driver) and Selenium it also types a prompt into the page and reads the
-page's own measure: the time from sending the request to the views drawn (the status line's data-ms).
+page's own measures: from sending the request to the first views drawn, and to the logit lens drawn too.
 The peer, measured in this process with the same thread count: one bare model(idx) forward of the same prompt;
 the report gives each time as a multiple of it. Weights are random (shapes are what cost time).
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SIZES = ("tiny", "124M")  # GPTConfig presets: 4 layers × 128 wide (7.2M parameters), and GPT-2 124M
+COUNT = "return +(document.body.dataset.updated || 0)"  # the page counts its finished updates
 WORDS = "the of and to a in is was that for it with as his on be at by had not are but from or have an they".split()
 
 
@@ -78,8 +80,9 @@ def bare_forward(model, repeats: int) -> float:
     return statistics.median(times[1:])  # the first call warms the allocator up
 
 
-def browser_ms(url: str, repeats: int) -> float | None:
-    """Median of the page's own request-to-drawn time after typing a new 64-token prompt (None: no Chromium)."""
+def browser_ms(url: str, repeats: int) -> tuple[float, float] | None:
+    """Medians of the page's own times after typing a new 64-token prompt, in ms: request → first views drawn, and
+    → logit lens drawn too (None: no Chromium)."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         return None
     from selenium import webdriver
@@ -97,14 +100,15 @@ def browser_ms(url: str, repeats: int) -> float | None:
         d.get(url)
         out = []
         for i in range(repeats + 1):
-            before = d.execute_script("return +(document.body.dataset.updated || 0)")
+            before = d.execute_script(COUNT)
             box = d.find_element(By.ID, "prompt")
             d.execute_script("arguments[0].value = arguments[1]", box, prompt_text(1000 + i)[:-1])
             box.send_keys(prompt_text(1000 + i)[-1])  # the last keystroke: a real input event
-            updated = lambda _, before=before: d.execute_script("return +document.body.dataset.updated") > before
+            updated = lambda _, before=before: d.execute_script(COUNT) > before
             WebDriverWait(d, 600).until(updated)
-            out.append(float(d.find_element(By.ID, "prompt-status").get_attribute("data-ms")))
-        return statistics.median(out[1:])
+            status = d.find_element(By.ID, "prompt-status")
+            out.append((float(status.get_attribute("data-first-ms")), float(status.get_attribute("data-ms"))))
+        return tuple(statistics.median(x) for x in zip(*out[1:]))
     finally:
         d.quit()
 
@@ -126,30 +130,32 @@ def run(sizes: list[str], repeats: int, threads: int, browser: bool) -> list[dic
             proc, url = start_server(weights, threads)
             try:
                 post(url, {"text": prompt_text(999)})  # warm-up
-                new, slider, head = [], [], []
+                new, lens, slider, head = [], [], [], []
                 for i in range(repeats):
                     ids_body = {"text": prompt_text(i)}
-                    new.append(post(url, ids_body))
+                    new.append(post(url, {**ids_body, "parts": ["tokens", "next", "attention"]}))
+                    lens.append(post(url, {**ids_body, "parts": ["lens"]}))
                     slider.append(post(url, {**ids_body, "parts": ["next"], "temperature": 0.5 + 0.1 * i}))
                     head.append(post(url, {**ids_body, "parts": ["attention"], "attention": [{"layer": 0, "head": 1}]}))
                 ms = browser_ms(url, repeats) if browser else None
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-            med = lambda xs: statistics.median(xs)  # noqa: E731
-            rows.append(dict(size=size, forward_s=forward, new_s=med(new), slider_s=med(slider), head_s=med(head),
-                             browser_s=None if ms is None else ms / 1000))  # fmt: skip
+            med = statistics.median
+            page = (None, None) if ms is None else (ms[0] / 1000, ms[1] / 1000)
+            rows.append(dict(size=size, forward_s=forward, new_s=med(new), lens_s=med(lens), slider_s=med(slider),
+                             head_s=med(head), page_first_s=page[0], page_all_s=page[1]))  # fmt: skip
     return rows
 
 
 def report(rows: list[dict], threads: int) -> str:
-    head = "| model | bare forward (peer) | new prompt: all views | slider: re-filter | another head | typed → drawn |"
+    head = "| model | bare forward (peer) | new prompt | logit lens | slider | another head | page: first views | all |"
     lines = [f"64-token prompt, CPU, {threads} thread(s); median over repeats; × = multiple of the bare forward", "",
-             head, "|---|---|---|---|---|---|"]  # fmt: skip
+             head, "|---" * 8 + "|"]  # fmt: skip
     for r in rows:
         cell = lambda s, r=r: "—" if s is None else f"{s * 1000:.0f} ms ({s / r['forward_s']:.1f}×)"  # noqa: E731
-        lines.append(f"| {r['size']} | {r['forward_s'] * 1000:.0f} ms | {cell(r['new_s'])} | {cell(r['slider_s'])} | "
-                     f"{cell(r['head_s'])} | {cell(r['browser_s'])} |")  # fmt: skip
+        cells = [cell(r[k]) for k in ("new_s", "lens_s", "slider_s", "head_s", "page_first_s", "page_all_s")]
+        lines.append(f"| {r['size']} | {r['forward_s'] * 1000:.0f} ms | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -52,6 +52,8 @@ function sampling() {
 }
 
 // ---- requests ----------------------------------------------------------------------------------------------------
+// One view request; draws what comes back and returns true, or shows the error and returns false. Answers that are
+// no longer wanted are dropped: an older request of the same kind, or (for partial views) another prompt by now.
 async function refresh(parts, kind = parts.join(",")) {
   const body = {parts, ...sampling(), attention: state.picks};
   if (state.ids) body.ids = state.ids; else body.text = $("#prompt").value;
@@ -61,15 +63,16 @@ async function refresh(parts, kind = parts.join(",")) {
   try {
     data = await api("/api/view", body);
   } catch (e) {
-    if (seq !== state.seq[kind]) return;
+    if (seq !== state.seq[kind]) return false;
     if (e.status === 400 && parts.includes("tokens")) {  // the prompt itself is the problem: say so by the prompt
       setStatus(e.message, true);
       clearViews();
       showError("");
     } else showError(e.message);
-    return;
+    return false;
   }
-  if (seq !== state.seq[kind]) return;  // a newer request of this kind was sent meanwhile
+  if (seq !== state.seq[kind]) return false;
+  if (!parts.includes("tokens") && String(state.ids) !== String(data.ids)) return false;
   showError("");
   state.ids = data.ids;
   Object.assign(state.pieces, data.pieces);
@@ -83,9 +86,22 @@ async function refresh(parts, kind = parts.join(",")) {
     if (v.lens) drawLens(col, m);
   });
   if (data.tokens) drawTokens(data.tokens, data.models[0].dropped);
+  if (kind !== "all") setStatus(`${data.ids.length} tokens · updated in ${(performance.now() - t0).toFixed(0)} ms`);
+  return true;
+}
+
+// A new prompt: tokens, next token and attention first, then the logit lens (L + 1 passes through the head: on
+// 124M several times a forward pass), so the first views do not wait for it.
+async function refreshPrompt() {
+  const t0 = performance.now();
+  if (!(await refresh(["tokens", "next", "attention"], "all"))) return;
+  const n = state.ids.length, first = performance.now() - t0;
+  setStatus(`${n} tokens · updated in ${first.toFixed(0)} ms · computing the logit lens…`);
+  $("#prompt-status").dataset.firstMs = first.toFixed(1);
+  if (!(await refresh(["lens"], "lens"))) return;
   const ms = performance.now() - t0;
-  document.body.dataset.updated = String(+(document.body.dataset.updated || 0) + 1);
-  setStatus(`${data.ids.length} tokens · updated in ${ms.toFixed(0)} ms`, false, ms);
+  setStatus(`${n} tokens · updated in ${first.toFixed(0)} ms, the logit lens in ${ms.toFixed(0)} ms`, false, ms);
+  document.body.dataset.updated = String(+(document.body.dataset.updated || 0) + 1);  // benchmarks count these
 }
 
 function setStatus(text, bad, ms) {
@@ -100,7 +116,7 @@ function debounce(fn, ms) {
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
 }
 
-const refreshAll = debounce(() => refresh(["tokens", "next", "attention", "lens"], "all"), 200);
+const refreshAll = debounce(refreshPrompt, 200);
 const refreshNext = debounce(() => refresh(["next"]), 40);
 
 async function step(greedy) {
@@ -114,7 +130,7 @@ async function step(greedy) {
     state.nNew += 1;
     $("#prompt").value = data.text;
     $("#seed").textContent = greedy ? "" : `seed ${seed}`;
-    await refresh(["tokens", "next", "attention", "lens"], "all");
+    await refreshPrompt();
   } catch (e) { showError(e.message); }
 }
 
