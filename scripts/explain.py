@@ -35,6 +35,7 @@ sys.path.insert(0, str(PAGE_DIR))
 ASSETS = {  # URL path → (file, content type): everything the server will ever send besides JSON
     "/": ("index.html", "text/html; charset=utf-8"),
     "/explain.css": ("explain.css", "text/css; charset=utf-8"),
+    "/draw.js": ("draw.js", "text/javascript; charset=utf-8"),
     "/explain.js": ("explain.js", "text/javascript; charset=utf-8"),
 }
 MAX_BODY = 4 << 20  # bytes of JSON a request may carry
@@ -43,9 +44,13 @@ from explain_api import App, BadRequest, Explainer  # noqa: E402  (the page's JS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
     p = argparse.ArgumentParser(
         description="Serve a local page that explains what a GPT-2 checkpoint does with a prompt.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=Formatter,
     )
     p.add_argument("--weights", type=Path, required=True, help="a .safetensors file, a checkpoint dir or a run dir")
     p.add_argument("--compare", type=Path, help="a second checkpoint, shown side by side with the first")

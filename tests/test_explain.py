@@ -296,6 +296,7 @@ def test_page_shows_what_python_computes(server, checkpoints, browser, tmp_path)
     hit = col.find_element(By.CSS_SELECTOR, f'td[data-layer="{models[0].config.n_layer}"][data-pos="0"]')
     assert ("hit" in hit.get_attribute("class")) == (int(hit.get_attribute("data-id")) == ids[1])
 
+    assert [e for e in d.get_log("browser") if e["level"] == "SEVERE"] == []  # no script errors, no failed loads
     shot = Path(os.environ.get("EXPLAIN_SCREENSHOT", tmp_path / "explain.png"))
     d.set_window_size(1400, d.execute_script("return document.body.scrollHeight") + 40)
     assert d.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

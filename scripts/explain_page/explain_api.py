@@ -154,9 +154,13 @@ def entropy_bits(p) -> float:
 
 
 def token_info(enc, ids: list[int]) -> list[dict]:
-    """Each token's text piece (bytes decoded, a partial UTF-8 character shown as U+FFFD), id and bytes in hex."""
+    """Each token's text piece (bytes decoded, a partial UTF-8 character shown as U+FFFD), id and bytes in hex.
+    Ids past GPT-2's vocabulary (a model with a larger vocab_size, e.g. 50304) have no text: shown as <id>."""
     out = []
     for i in ids:
+        if i >= enc.n_vocab:
+            out.append(dict(id=i, piece=f"<{i}>", bytes=""))
+            continue
         b = enc.decode_single_token_bytes(i)
         out.append(dict(id=i, piece=b.decode("utf-8", errors="replace"), bytes=b.hex(" ")))
     return out
