@@ -54,8 +54,15 @@ class SamplingParams:
         restricted by filter_logits(top_k, top_p). A seeded `generator` makes the draw reproducible."""
         if self.temperature == 0:
             return logits.argmax(dim=-1)
+        return torch.multinomial(self.probs(logits), num_samples=1, generator=generator).squeeze(-1)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (B, V) → (B, V) float32: the distribution `sample` draws from (one-hot on the argmax at
+        temperature 0). gpt/introspect.py shows exactly this."""
+        if self.temperature == 0:
+            return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).float()
         logits = filter_logits(logits.float() / self.temperature, self.top_k, self.top_p)  # fp32: bf16 zeroes rare odds
-        return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(-1)
+        return logits.softmax(dim=-1)
 
 
 def sample_next_token(
