@@ -91,6 +91,18 @@ def _attention_mask(segments: torch.Tensor) -> torch.Tensor:
     return (causal & ((k == 0) | (k == q)))[:, None]
 
 
+def _token_logprobs(h: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, chunk: int):
+    """h (N, C) hidden states, head (V, C), targets (N,) → ([log p(target)] as floats, [target is the argmax])."""
+    logp, greedy = [], []
+    for i in range(0, h.size(0), chunk):
+        logprobs = (h[i : i + chunk] @ head.T).float()  # (n, V)
+        logprobs -= torch.logsumexp(logprobs, dim=-1, keepdim=True)  # log-softmax, in place
+        t = targets[i : i + chunk, None]
+        logp += logprobs.gather(1, t)[:, 0].double().tolist()
+        greedy += (logprobs.argmax(dim=-1) == t[:, 0]).tolist()  # argmax of the log-probabilities, as the harness
+    return logp, greedy
+
+
 @torch.no_grad()
 def score_continuations(
     model: torch.nn.Module,
@@ -104,8 +116,9 @@ def score_continuations(
 ) -> list[list[ContinuationScore]]:
     """Score every continuation of every request; result[i][j] belongs to requests[i]'s continuation j.
 
-    model: a GPT (or a torch.compile'd one) mapping idx (B, T) [, position_ids (B, T), attn_mask (B, 1, T, T)] to
-    logits (B, T, V); it is put in eval mode for the call and its train/eval mode restored after.
+    model: a GPT, or a torch.compile'd one: its forward gives the final hidden states (hidden_only=True) of idx (B, T)
+    [with position_ids (B, T), attn_mask (B, 1, T, T)], and lm_head is applied to the scored positions only. It is
+    put in eval mode for the call and its train/eval mode restored after.
     window: the longest input (default: model.config.context_length). pad_to_multiple: round each batch's length
     up (fewer distinct shapes for a compiled model to specialise on). Log-probabilities are computed in float32
     whatever the model's dtype. Raises ValueError for an empty context or a continuation longer than the window.
@@ -114,6 +127,10 @@ def score_continuations(
     rows = _rows(requests, window)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].tokens))
     device = next(model.parameters()).device
+    head = model.lm_head.weight[: model.config.vocab_size]  # (V, C); padding rows (vocab_multiple) are never tokens
+    # On a CPU, (N, V) logits in slices of ≤ 16 MB: malloc then reuses the same memory instead of mapping fresh pages
+    # for every batch (page faults were a third of the run time); a GPU takes them whole.
+    chunk = max(1, (1 << 22) // head.size(0)) if device.type == "cpu" else 1 << 30
     out: list[list[ContinuationScore | None]] = [[None] * len(conts) for _, conts in requests]
     was_training = model.training
     model.eval()
@@ -132,17 +149,13 @@ def score_continuations(
                 seg[i, :n] = torch.tensor(r.segments)
             idx, pos, seg = idx.to(device), pos.to(device), seg.to(device)
             if (seg > 0).any():  # packed continuations: they must not see each other
-                logits = model(idx, position_ids=pos, attn_mask=_attention_mask(seg))
+                h = model(idx, position_ids=pos, attn_mask=_attention_mask(seg), hidden_only=True)
             else:  # plain causal rows: right padding is never attended to by a real token
-                logits = model(idx)  # (B, T, V)
-            # one gather for the whole batch: (row, position) of every scored token, then log-softmax on those only
+                h = model(idx, hidden_only=True)  # (B, T, C)
+            # the head only where a token is scored (LAMBADA: 1-3 of ~90 positions): (row, position) of each, at once
             where = [(i, p, t) for i, r in enumerate(batch) for (_, _, ps, toks) in r.targets for p, t in zip(ps, toks)]
             bi, pi, ti = (torch.tensor(x, device=device) for x in zip(*where))
-            logprobs = logits[bi, pi].float()  # (N, V), a copy: normalised in place below, saving an N × V buffer
-            logprobs -= torch.logsumexp(logprobs, dim=-1, keepdim=True)  # log-softmax
-            logp = logprobs.gather(1, ti[:, None])[:, 0]  # (N,)
-            greedy = logprobs.argmax(dim=-1) == ti  # (N,) argmax of the log-probabilities, as the harness takes it
-            logp, greedy = logp.double().cpu().tolist(), greedy.cpu().tolist()
+            logp, greedy = _token_logprobs(h[bi, pi], head, ti, chunk)
             k = 0
             for r in batch:
                 for req, j, ps, _ in r.targets:
