@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors import SafetensorError
 
     from gpt.eval import EvalDataError, format_table, write_json
-    from gpt.eval.tasks import evaluate, parse_tasks
+    from gpt.eval.tasks import evaluate, load_data, parse_tasks
     from gpt.tokenizer import VOCAB_SIZE, sha256_file
     from gpt.utils import get_device, get_dtype
     from gpt.weights import load_model, resolve_weights_path
@@ -107,17 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     window = args.window or C.context_length
     if args.stride is not None and args.stride > window:
         return fail(f"--stride ({args.stride}) must not exceed the window ({window})")
+    try:  # every file fetched and checked before anything runs
+        data = load_data(tasks, args.data_dir, download=not args.no_download, mirror=args.mirror,
+                         progress=not args.quiet)  # fmt: skip
+    except EvalDataError as e:
+        return fail(str(e))
     log(f"{weights}: {model.num_params() / 1e6:.1f}M parameters, context {C.context_length}, on {device} in "
         f"{args.dtype}; tasks: {', '.join(tasks)}")  # fmt: skip
     t0 = time.perf_counter()
-    try:
-        metrics, info = evaluate(
-            model, tasks, data_dir=args.data_dir, download=not args.no_download, mirror=args.mirror,
-            limit=args.limit, hellaswag_style=args.hellaswag_style, window=window, stride=args.stride,
-            batch_size=args.batch_size, progress=not args.quiet, log=log,
-        )  # fmt: skip
-    except EvalDataError as e:
-        return fail(str(e))
+    metrics, info = evaluate(
+        model, tasks, data=data, limit=args.limit, hellaswag_style=args.hellaswag_style, window=window,
+        stride=args.stride, batch_size=args.batch_size, progress=not args.quiet, log=log,
+    )  # fmt: skip
     for task, i in info.items():
         if not i["complete_split"] or i["evaluated"] < i["examples"]:
             log(f"note: {task} used {i['evaluated']:,} of the split's examples; not comparable with published numbers")

@@ -31,6 +31,11 @@ def parse_tasks(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
+def load_data(tasks: Sequence[str], data_dir: str | Path = DEFAULT_DATA_DIR, **kwargs) -> dict:
+    """{task: (examples, info)} for every task, each file fetched and checked (kwargs: download, mirror, progress)."""
+    return {t: load_task(t, data_dir, **kwargs) for t in tasks}
+
+
 def evaluate(
     model: torch.nn.Module,
     tasks: Sequence[str] = TASKS,
@@ -45,18 +50,20 @@ def evaluate(
     batch_size: int = 16,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    data: dict | None = None,
 ) -> tuple[list[Metric], dict]:
     """Run tasks on model; returns (metrics, {task: data file, examples, seconds, ...}).
     limit: the first N examples (articles for wikitext) of each task, as the harness's --limit.
     hellaswag_style: "both", "completion" or "harness". window/stride: the wikitext sliding window (default: the
-    model's context length, disjoint). Data is read from data_dir, downloaded there first when missing."""
+    model's context length, disjoint). Data is read from data_dir, downloaded there first when missing, unless
+    `data` holds it already ({task: load_task(task, ...)}, see load_data)."""
     if hellaswag_style not in ("both", *STYLES):
         raise ValueError(f"hellaswag_style must be both, completion or harness, got {hellaswag_style!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 (or None for everything), got {limit}")
     window = window or model.config.context_length
     stride = stride or window
-    data = {t: load_task(t, data_dir, download=download, mirror=mirror, progress=progress) for t in tasks}
+    data = data or load_data(tasks, data_dir, download=download, mirror=mirror, progress=progress)
     metrics, info, kw = [], {}, dict(batch_size=batch_size, progress=progress)
     for task, (examples, task_info) in data.items():
         examples = examples[:limit] if limit else examples
