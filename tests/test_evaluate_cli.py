@@ -4,9 +4,9 @@ from the fixtures), the JSON it writes, and every user mistake ending in one `er
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
+import runpy
 import subprocess
 import sys
 import threading
@@ -24,27 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CLI = load_script()
+MAIN = runpy.run_path(str(SCRIPT))["main"]  # the script's main(), run in this process by run_cli
 
 
 @pytest.fixture
 def run_cli(capsys):
-    """main() in this process (one Python + torch start-up saved per call; one test runs the real script)."""
+    """main(args) here, not in a subprocess (saves a Python + torch start-up per call; one test runs the real
+    script); argparse's own errors arrive as SystemExit."""
 
     def run(*args):
         try:
-            code = CLI.main([str(a) for a in args])
-        except SystemExit as e:  # argparse's own errors
+            code = MAIN([str(a) for a in args])
+        except SystemExit as e:
             code = e.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
     return run
 
@@ -73,13 +67,10 @@ def full_size_files(root: Path) -> None:
 def mirror(tmp_path_factory):
     root = tmp_path_factory.mktemp("www") / "eval"
     full_size_files(root)
-    srv = FileServer(root.parent)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    with FileServer(root.parent) as srv:  # closes the socket on exit
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        yield srv
+        srv.shutdown()
 
 
 def one_error_line(r) -> str:
