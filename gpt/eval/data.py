@@ -120,7 +120,8 @@ def read_file(task: str, path: Path) -> list:
                     rows.append(_check_row(task, json.loads(line), i))
         return [r["text"] for r in rows] if task == "lambada" else rows
     except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise EvalDataError(f"{path} is not a valid {task} file ({type(e).__name__}: {e})") from None
+        raise EvalDataError(f"{path} is not a valid {task} file ({type(e).__name__}: {e}); delete it (it is "
+                            "downloaded again) or replace it with a good copy") from None  # fmt: skip
 
 
 def _read_wikitext(path: Path) -> str:
