@@ -167,6 +167,13 @@ def test_batch_1_equals_batch_16(model):
     torch.testing.assert_close([s.logprob for s in one], [s.logprob for s in many], rtol=1e-5, atol=1e-5)
 
 
+def test_bfloat16_scores_are_close_to_float32(model):
+    texts = lambada_texts()[:8]
+    fp32 = [s.logprob for s in score_lambada(model, texts)]
+    bf16 = [s.logprob for s in score_lambada(peaky_gpt().to(torch.bfloat16), texts)]  # log-softmax still in fp32
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.5)
+
+
 def test_packed_endings_equal_one_row_per_ending(model, enc):
     rows = hellaswag_rows()[:30]
     packed = [build_request(enc, r, "harness")[0] for r in rows]
