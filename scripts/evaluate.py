@@ -56,15 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.stride is not None and args.window is not None and args.stride > args.window:
         p.error(f"--stride ({args.stride}) must not exceed --window ({args.window})")
-    if args.weights is None:
-        args.weights = ROOT / "weights" / f"gpt2-{args.model_size}.safetensors"
-        if not args.weights.is_file():
-            p.error(
-                f"no weights at {args.weights}; convert OpenAI's GPT-2 {args.model_size} first with `python "
-                f"scripts/load_openai_weights.py --model-size {args.model_size}`, or pass --weights PATH"
-            )
-    elif not args.weights.exists():
-        p.error(f"--weights {args.weights}: no such file or directory")
+    converted = ROOT / "weights" / f"gpt2-{args.model_size}.safetensors"
+    args.weights = args.weights or converted
+    if not args.weights.exists():
+        fix = "no such file or directory"
+        if args.weights == converted:
+            fix = f"convert OpenAI's GPT-2 first: python scripts/load_openai_weights.py --model-size {args.model_size}"
+        p.error(f"no weights at {args.weights}: {fix} (or pass --weights PATH)")
     return args
 
 

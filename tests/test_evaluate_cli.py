@@ -153,7 +153,7 @@ def test_corrupt_data_and_bad_weights_are_one_error_line(weights, tmp_path, run_
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 100)
     assert "could not load the weights" in one_error_line(run_cli("--weights", bad, "--data-dir", tmp_path))
-    assert "no such file" in one_error_line(run_cli("--weights", tmp_path / "nope.safetensors"))
+    assert "no such file or directory" in one_error_line(run_cli("--weights", tmp_path / "nope.safetensors"))
 
 
 def test_the_script_runs_on_local_files_and_fails_cleanly(weights, tmp_path):
