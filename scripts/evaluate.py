@@ -39,11 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=ROOT / "data" / "eval", help="where the test sets are (or go)")
     p.add_argument("--no-download", action="store_true", help="use only files already in --data-dir")
     p.add_argument("--mirror", default=None, help="fetch {mirror}/<file name> instead of the canonical URLs")
-    p.add_argument("--limit", type=int, default=None, help="the first N examples of each task (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="the first N examples of each task (None: all)")
     p.add_argument("--hellaswag-style", choices=["both", "completion", "harness"], default="both",
                    help="completion: build-nanogpt's scoring; harness: lm-evaluation-harness's")  # fmt: skip
-    p.add_argument("--window", type=int, default=None, help="wikitext window in tokens (default: context length)")
-    p.add_argument("--stride", type=int, default=None, help="wikitext stride (default: the window: disjoint windows)")
+    p.add_argument("--window", type=int, default=None, help="wikitext window in tokens (None: the context length)")
+    p.add_argument("--stride", type=int, default=None, help="wikitext stride (None: the window, i.e. disjoint windows)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
