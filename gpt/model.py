@@ -190,6 +190,7 @@ class GPT(nn.Module):
         attn_mask: torch.Tensor | None = None,
         last_only: bool = False,
         return_logits: bool = True,
+        hidden_only: bool = False,
     ) -> torch.Tensor | LogitsAndLoss:
         """idx (B, T) token ids → logits (B, T, vocab_size); with targets (B, T), LogitsAndLoss(logits, loss)
         where target -100 is ignored (padding).
@@ -201,6 +202,8 @@ class GPT(nn.Module):
         rows (the head is 31% of GPT-2 124M's matmul FLOPs) and a (B, T, V) output that is 200 MB for B=1, T=1024.
         return_logits=False (training): the same loss, computed without materialising the (B, T, V) logits
         (gpt/loss.py; much less memory traffic); the result's logits are then None.
+        hidden_only: the final hidden states (B, T, C) after ln_f, without the head: for callers that need logits at
+        a few positions only (gpt/eval applies lm_head to the scored ones).
         """
         B, T = idx.shape
         if input_pos is None:
@@ -219,6 +222,8 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)
+        if hidden_only:
+            return x
         if targets is not None and not return_logits:
             return LogitsAndLoss(None, linear_cross_entropy(x, self.lm_head.weight, targets, self.config.vocab_size))
         logits = self.lm_head(x)  # (B, T, Vp)
