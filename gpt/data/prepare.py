@@ -175,13 +175,13 @@ def prepare_shards(
             f"{out_dir} already holds data prepared from other inputs or settings; prepare into another directory "
             f"(--out-dir), or delete {out_dir} to prepare it again"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = _start_state(out_dir, settings, len(sources))
     cfg = {"max_tokens": max_tokens, "val_fraction": val_fraction, "val_tokens": val_tokens}
     cfg["approx_tokens"] = approx_tokens
     local_bytes = sum(s.size or 0 for s in sources if not s.fetch)
     expected = max_tokens or approx_tokens or local_bytes // BYTES_PER_TOKEN
     _check_disk(out_dir, sources, expected, state["tokens"], cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if processes is None:
         processes = 1 if not any(s.fetch for s in sources) and local_bytes < SMALL_INPUT_BYTES else default_processes()
 

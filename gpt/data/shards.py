@@ -179,7 +179,8 @@ def _disk_full_hook(nbytes: int) -> None:
 
 def check_free_space(out_dir: Path, needed_bytes: int, what: str) -> None:
     """Refuse to start when the disk holding out_dir has less free space than needed_bytes (an estimate)."""
-    free = shutil.disk_usage(out_dir).free
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
     if free < needed_bytes:
         raise DataError(
             f"{out_dir} is on a disk with {free / 1e9:.1f} GB free, but this preparation needs about "
