@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,39 @@ def encode_pieces(texts: list[str], starts: list[bool]) -> tuple[np.ndarray, lis
     return (np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)), lengths
 
 
-def worker_init() -> None:
+def worker_context():
+    """How worker processes start. Not fork: the main process may hold threads (pyarrow's, a download's), and forking
+    a process with threads can deadlock the child. A fork server (Unix) imports this module once and forks each worker
+    from it, cheap; spawn (Windows) starts each from scratch (≈ 1.5 s of imports each). Either way the calling script
+    needs the `if __name__ == "__main__":` guard, as any multiprocessing program."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def start_workers(processes: int) -> ProcessPoolExecutor:
+    """A pool of tokenizer processes that end with the main process, even when it is SIGKILLed (a pool's workers
+    would otherwise wait forever on their task queue, whose writing end each of them holds too)."""
+    ctx = worker_context()
+    main_alive, keep = ctx.Pipe(duplex=False)  # only the main process holds `keep`; its death closes the pipe
+    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(main_alive,))
+    pool._main_alive = keep  # lives as long as the pool
+    return pool
+
+
+def _worker_init(main_alive) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+    def watch() -> None:
+        try:
+            main_alive.recv()  # nothing is ever sent: returns (EOFError) when the main process is gone
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def encoded(batches: Iterator[Batch], pool: ProcessPoolExecutor | None, depth: int):

@@ -18,15 +18,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from gpt.data.pipeline import Batch, Fetcher, Progress, default_processes, encoded, read_batches, worker_init
+from gpt.data.pipeline import (
+    Batch,
+    Fetcher,
+    Progress,
+    default_processes,
+    encoded,
+    read_batches,
+    start_workers,
+)
 from gpt.data.shards import (
     DISK_FULL_ERRNOS,
     META_NAME,
@@ -207,8 +214,12 @@ def prepare_shards(
         writers = {s: ShardWriter(out_dir, s, shard_tokens, state["splits"][s]) for s in SPLITS}
         bar = Progress(expected or None, state["tokens"], progress)
         if not state["done"]:
+            if progress:
+                again = f", continuing after {state['tokens']:,} tokens" if state["tokens"] else ""
+                print(f"tokenizing {len(sources)} file(s) into {out_dir} with {processes} process(es){again}",
+                      file=sys.stderr, flush=True)  # fmt: skip
             if processes > 1:
-                pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=worker_init)
+                pool = start_workers(processes)
             fetcher = Fetcher(sources, prefetch=max_tokens is None)  # a slice may need only the first file
             batches = read_batches(
                 sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"]
