@@ -177,6 +177,7 @@ def prepare_shards(
     if (out_dir / META_NAME).is_file():
         meta = read_json(out_dir / META_NAME)
         if meta.get("settings") == settings:
+            (out_dir / STATE_NAME).unlink(missing_ok=True)  # left if killed between writing meta.json and this
             return meta  # already prepared by the same command
         raise DataError(
             f"{out_dir} already holds data prepared from other inputs or settings; prepare into another directory "
@@ -189,6 +190,8 @@ def prepare_shards(
     expected = max_tokens or approx_tokens or local_bytes // BYTES_PER_TOKEN
     _check_disk(out_dir, sources, expected, state["tokens"], cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.json.tmp*"):  # an atomic write a kill interrupted
+        stale.unlink()
     if processes is None:
         processes = 1 if not any(s.fetch for s in sources) and local_bytes < SMALL_INPUT_BYTES else default_processes()
 
