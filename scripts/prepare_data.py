@@ -5,14 +5,15 @@
     python scripts/prepare_data.py my_texts/ notes.txt --out-dir data/mine/prepared --val-fraction 0.05
     python scripts/prepare_data.py --dataset fineweb-edu --subset sample-10BT     # 10B tokens → data/fineweb-edu/...
     python scripts/prepare_data.py --dataset fineweb-edu --max-tokens 200M --out-dir data/fineweb-edu/200M
-    python scripts/prepare_data.py parquet_dir/ --out-dir data/local --shard-tokens 100M   # local .parquet/.jsonl
+    python scripts/prepare_data.py parquet_dir/ --out-dir data/local               # local .parquet/.jsonl files
 
 Inputs: .txt files (a document per file, or parts separated by lines reading exactly <|endoftext|>), .jsonl (one
 {"text": ...} object per line) and .parquet files (a `text` column), or folders of them. --dataset downloads the
 hub's Parquet files (from $HF_ENDPOINT or https://huggingface.co, into --cache-dir) as the preparation reaches them;
-the same files given locally give the same shards. Output: OUT_DIR/meta.json and uint16 token files, train.bin +
-val.bin, or train_000000.bin, ... + val_000000.bin with --shard-tokens (the default with --dataset). Every document
-gets <|endoftext|> before it; the train/val split is by document and deterministic. Tokenization uses every core.
+the same files given locally give the same shards. Output: OUT_DIR/meta.json and uint16 token files: shards of
+--shard-tokens tokens (train_000000.bin, ..., val_000000.bin) for --dataset and .parquet/.jsonl inputs, train.bin +
+val.bin for .txt inputs (unless --shard-tokens is given). Every document gets <|endoftext|> before it; the train/val
+split is by document and deterministic. Tokenization uses every core.
 Interrupted (Ctrl-C, kill, full disk)? Run the same command again: it continues from its last checkpoint.
 """
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                    "data/<dataset>/<subset> with --dataset)")  # fmt: skip
     p.add_argument("--max-tokens", type=count, help="stop after about this many tokens (a slice: 200M, 1B)")
     p.add_argument("--shard-tokens", type=count, help=f"tokens per shard (default {DATASET_SHARD_TOKENS:,} with "
-                   "--dataset; otherwise one train.bin and one val.bin)")  # fmt: skip
+                   "--dataset or .parquet/.jsonl inputs; for .txt inputs one train.bin and one val.bin)")  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=0.1, help="every (1/f)-th document goes to val (0.1)")
     p.add_argument("--val-tokens", type=count, default=10_000_000,
                    help="...until val holds this many tokens; then all go to train (10M; 0 = no limit)")  # fmt: skip
@@ -93,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.inputs, args.out_dir = [DEFAULT_INPUT], args.out_dir or DEFAULT_OUT
             if not args.out_dir:
                 p.error("--out-dir is required when inputs are given, e.g. --out-dir data/mine/prepared")
-            sources = [Source.local(f) for f in list_source_files(args.inputs)]
-            out_dir, shard_tokens, expected = args.out_dir, args.shard_tokens, None
+            files = list_source_files(args.inputs)
+            sources = [Source.local(f) for f in files]
+            corpus = any(f.suffix in (".parquet", ".jsonl") for f in files)  # shards, as the same files from the hub
+            out_dir, expected = args.out_dir, None
+            shard_tokens = args.shard_tokens or (DATASET_SHARD_TOKENS if corpus else None)
             inputs = [str(Path(i).resolve()) for i in args.inputs]
         done_before = (Path(out_dir) / "meta.json").is_file()
         meta = prepare_shards(
