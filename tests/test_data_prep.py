@@ -155,6 +155,18 @@ def test_sigkill_mid_shard_then_the_same_command_gives_identical_shards(corpus, 
     assert again.returncode == 0 and "already prepared" in again.stdout
 
 
+def test_ctrl_c_then_the_same_command_gives_identical_shards(corpus, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPT), str(corpus[0]), "--out-dir", str(out), *FLAGS, "--no-progress"]
+    first = subprocess.run(cmd, env={**os.environ, KILL_HOOK_ENV: "batch:16:SIGINT"}, capture_output=True, text=True)
+    assert first.returncode == 130, first.stderr
+    assert "interrupted: run the same command again" in first.stderr and "Traceback" not in first.stderr
+    assert list(out.glob("train_*.bin")) and (out / STATE_NAME).is_file()
+    code, err = run_cli([corpus[0], "--out-dir", out, *FLAGS], capsys)
+    assert code == 0, err
+    assert shard_bytes(out) == shard_bytes(reference[0])
+
+
 def test_full_disk_keeps_finished_shards_and_the_same_command_resumes(corpus, reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(ShardWriter, "bytes_written", 0)

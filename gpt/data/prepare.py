@@ -55,7 +55,8 @@ CHECKPOINT_SECONDS = 10.0  # also at every finished shard
 SMALL_INPUT_BYTES = 16 << 20  # below this, one process: starting workers (≈ 1.5 s each) would cost more than it saves
 BYTES_PER_TOKEN = 3  # rough input bytes per token, for estimates (FineWeb-Edu: 30.1 GB of Parquet → 10B tokens)
 # Test hook (tests/test_data_prep.py): SIGKILL this process at "batch:N" (after consuming its N-th batch, before the
-# checkpoint) or "publish:N" (after writing its N-th checkpoint, before renaming the shards it finished).
+# checkpoint) or "publish:N" (after writing its N-th checkpoint, before renaming the shards it finished);
+# "batch:N:SIGINT" sends a Ctrl-C there instead.
 KILL_HOOK_ENV = "GPT2_TEST_KILL_PREP_AT"
 
 
@@ -65,8 +66,9 @@ def is_val_document(index: int, val_fraction: float) -> bool:
 
 
 def _kill_hook(event: str, count: int) -> None:
-    if os.environ.get(KILL_HOOK_ENV) == f"{event}:{count}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    at, _, sig = os.environ.get(KILL_HOOK_ENV, "").partition(":SIG")
+    if at == f"{event}:{count}":
+        os.kill(os.getpid(), getattr(signal, "SIG" + sig) if sig else signal.SIGKILL)
 
 
 # ---- the preparation -------------------------------------------------------------------------------------------------
