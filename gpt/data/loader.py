@@ -190,7 +190,8 @@ class WindowSampler:
     with replacement, as nanoGPT does, leave ≈ 1/e ≈ 37% of the tokens unseen in a pass's worth of steps and repeat
     others). 1 process with grad_accum 2A reads exactly the rows 2 processes with A read together. The state is
     (seed, epoch, position): the order is recomputed on resume. Memory: 4 bytes per window (39 MB for 10B tokens).
-    `tokens` is a TokenShards or any 1-D array.
+    `tokens` is a TokenShards or any 1-D array. A state saved by the earlier sampler (a generator state: offsets drawn
+    with replacement) is continued the old way, so runs checkpointed before this sampler still resume bit-exactly.
     """
 
     def __init__(
@@ -211,6 +212,7 @@ class WindowSampler:
         self.seed, self.epoch, self.position = seed, 0, 0  # windows of this epoch's order used so far
         self.steps = 0  # optimizer steps drawn so far
         self._order: tuple[int, int, torch.Tensor] | None = None  # (epoch, phase, window order)
+        self._legacy: torch.Generator | None = None  # set by an old state: offsets drawn with replacement
 
     def _epoch_order(self) -> tuple[int, torch.Tensor]:
         """This epoch's phase and window order (cached)."""
@@ -224,19 +226,24 @@ class WindowSampler:
             self._order = (self.epoch, phase, order)
         return self._order[1], self._order[2]
 
-    def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's grad_accum micro-batches (x, y), each (batch_size, seq_len) int64, for the next step."""
-        need = self.world_size * self.grad_accum * self.batch_size
+    def _next_offsets(self, n: int) -> torch.Tensor:
+        """The first tokens of the next n windows, (n,) int64."""
+        if self._legacy is not None:  # the earlier sampler's way: offsets drawn with replacement
+            return torch.randint(0, self.tokens.size - self.seq_len, (n,), generator=self._legacy)
         starts = []
-        while need:
+        while n:
             phase, order = self._epoch_order()
-            take = order[self.position : self.position + need].to(torch.int64)
+            take = order[self.position : self.position + n].to(torch.int64)
             starts.append(phase + take * self.seq_len)
             self.position += take.numel()
-            need -= take.numel()
+            n -= take.numel()
             if self.position == order.numel():
                 self.epoch, self.position = self.epoch + 1, 0
-        offsets = torch.cat(starts)  # (world_size · grad_accum · B,) this step's windows, all ranks
+        return torch.cat(starts)
+
+    def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's grad_accum micro-batches (x, y), each (batch_size, seq_len) int64, for the next step."""
+        offsets = self._next_offsets(self.world_size * self.grad_accum * self.batch_size)  # this step's, all ranks
         self.steps += 1
         B, first = self.batch_size, self.rank * self.grad_accum
         return [
@@ -245,16 +252,18 @@ class WindowSampler:
         ]
 
     def state_dict(self) -> dict:
+        if self._legacy is not None:
+            return {"generator": self._legacy.get_state(), "steps": self.steps}
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        if "epoch" not in state:
-            raise ValueError(
-                "this sampler state comes from an older version that drew windows with replacement; it cannot be "
-                "continued exactly: start a new run (or continue this one with the version that wrote it)"
-            )
-        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
         self.steps = int(state["steps"])
+        if "generator" in state:  # saved by the earlier sampler
+            self._legacy = torch.Generator()
+            self._legacy.set_state(state["generator"])
+            return
+        self._legacy = None
+        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
 
 
 def eval_batches(
