@@ -145,7 +145,15 @@ def _fetcher(url: str, dest: Path, remote: RemoteFile, session: requests.Session
     def fetch() -> Path:
         if not dest.is_file():
             print(f"downloading {url}", file=sys.stderr, flush=True)
-        path = download_file(url, dest, remote.size, progress=progress and sys.stderr.isatty(), session=session)
+        try:
+            path = download_file(url, dest, remote.size, progress=progress and sys.stderr.isatty(), session=session)
+        except DownloadError as e:
+            if "(HTTP 404)" not in str(e):  # download_file's 404 advice is about model files
+                raise
+            raise DownloadError(
+                f"{url} does not exist (HTTP 404): the file names of this subset may have changed; run again with "
+                "--list-files api (the hub's own listing), check HF_ENDPOINT, or pass downloaded files as inputs"
+            ) from None
         if remote.sha256 and (digest := sha256_file(path)) != remote.sha256:
             path.unlink()
             raise DownloadError(
