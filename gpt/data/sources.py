@@ -68,8 +68,8 @@ def list_source_files(inputs: Sequence[str | Path] | str | Path, suffixes: Seque
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in suffixes and p.is_file())
             if not found:
-                kinds = ", ".join(suffixes)
-                raise DataError(f"directory {path} holds no {suffixes[0]} files (looked for {kinds}); pass such files")
+                kinds = " or ".join(", ".join(suffixes).rsplit(", ", 1))  # ".txt, .jsonl or .parquet"
+                raise DataError(f"directory {path} holds no {kinds} files; pass such files, or folders of them")
             files.extend(found)
         elif path.is_file():
             files.append(path)
