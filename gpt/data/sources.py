@@ -188,7 +188,8 @@ def open_parquet(path: Path, text_column: str) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path} is not a readable Parquet file ({e}); delete it (a download is fetched anew)") from e
+        problem = f"{path} is not a readable Parquet file ({e})"
+        raise DataError(f"{problem}; delete it (a download is fetched again)") from None
     schema = pf.schema_arrow
     if text_column not in schema.names:
         raise DataError(
