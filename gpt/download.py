@@ -177,6 +177,12 @@ def check_content(path: Path, name: str) -> str | None:
             json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return f"not JSON: {e}"
+    if name.endswith(".parquet"):  # starts and ends with the magic bytes PAR1 (the footer's length sits before them)
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(0, path.stat().st_size - 4))
+            if head != b"PAR1" or f.read(4) != b"PAR1" or path.stat().st_size < 12:
+                return "not a Parquet file (no PAR1 magic bytes at both ends)"
     if name.endswith(".safetensors"):  # 8-byte header length, JSON header, then exactly the data it describes
         with open(path, "rb") as f:
             try:

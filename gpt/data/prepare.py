@@ -1,197 +1,260 @@
-"""Text → token ids on disk, and training batches drawn from them with a sampler that can resume exactly.
+"""Documents → uint16 token shards on disk: tokenized on every core, split by document, resumable at any moment.
 
-    meta = prepare_data(["data/shakespeare"], "data/shakespeare/prepared", val_fraction=0.1)
-    data = load_prepared("data/shakespeare/prepared")        # np.memmap views: nothing is read yet
-    sampler = WindowSampler(data.train, batch_size=8, seq_len=256, grad_accum=4, seed=1337)
-    for x, y in sampler.next_step(): ...                      # 4 micro-batches of (8, 256) int64 ids
+    meta = prepare_data(["data/shakespeare"], "data/shakespeare/prepared", val_fraction=0.1)   # train.bin + val.bin
+    meta = prepare_shards(hub_sources("fineweb-edu", "sample-10BT"), "data/fineweb-edu/sample-10BT",
+                          shard_tokens=100_000_000, val_tokens=10_000_000)                       # train_000000.bin ...
 
-On disk: train.bin / val.bin hold uint16 GPT-2 token ids (every id < 50257 < 2**16), each document preceded by
-<|endoftext|>, back to back; meta.json holds the counts and the tokenizer's fingerprint. Documents are whole files,
-or the parts of a file separated by lines that read exactly `<|endoftext|>`. The split is by document, so no text
-appears in both halves, and it is deterministic: document i (in sorted file order) goes to val exactly when
-floor((i + 1)·f) > floor(i·f), i.e. every (1/f)-th document.
+Reading, batching and the worker processes: gpt/data/pipeline.py (the output never depends on the number of
+processes). Each document gets <|endoftext|> (id 50256) before it. Shards, checkpoints, crash recovery:
+gpt/data/shards.py.
+
+The split is by document, so no text appears in both halves, and it is deterministic: document i (in reading order)
+goes to val exactly when floor((i + 1)·f) > floor(i·f), i.e. every (1/f)-th document, until the val split holds
+val_tokens tokens (when given); then every document goes to train. max_tokens stops before the first document that
+starts once that many tokens are written.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Iterator, Sequence
+import signal
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gpt.tokenizer import EOT_ID, EOT_TOKEN, TOKENIZER_SHA256, VOCAB_SIZE, get_tokenizer
-from gpt.utils import fsync_path, progress_bar
+from gpt.data.pipeline import (
+    Batch,
+    Fetcher,
+    Progress,
+    default_processes,
+    encoded,
+    read_batches,
+    start_workers,
+)
+from gpt.data.shards import (
+    DISK_FULL_ERRNOS,
+    META_NAME,
+    SPLITS,
+    STATE_NAME,
+    ShardWriter,
+    check_free_space,
+    disk_full_error,
+    new_split_state,
+    read_json,
+    remove_parts,
+    write_json_atomic,
+)
+from gpt.data.sources import DataError, Source, list_source_files
+from gpt.tokenizer import EOT_ID, EOT_TOKEN, TOKENIZER_SHA256, VOCAB_SIZE
+from gpt.utils import fsync_path
 
-TOKEN_DTYPE = np.uint16
-META_NAME = "meta.json"
-SPLITS = ("train", "val")
-
-
-class DataError(ValueError):
-    """Input that cannot become training data (missing, empty, binary, not UTF-8, too small); says how to fix it."""
-
-
-# ---- reading text ----------------------------------------------------------------------------------------------------
-def list_text_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, plus every *.txt under each directory (recursive), in a stable sorted order."""
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
-            if not found:
-                raise DataError(f"directory {path} holds no .txt files; pass text files or a folder of .txt files")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"input {path} does not exist; pass text files and/or directories of .txt files")
-    if not files:
-        raise DataError("no input given; pass text files and/or directories of .txt files")
-    return files
-
-
-def _check_not_binary(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(8192)
-    if b"\x00" in head:
-        raise DataError(f"{path} looks binary (it contains NUL bytes); pass UTF-8 text files only")
+CHECKPOINT_SECONDS = 10.0  # also at every finished shard
+SMALL_INPUT_BYTES = 16 << 20  # below this, one process: starting workers (≈ 1.5 s each) would cost more than it saves
+BYTES_PER_TOKEN = 3  # rough input bytes per token, for estimates (FineWeb-Edu: 30.1 GB of Parquet → 10B tokens)
+# Test hook (tests/test_data_prep.py): SIGKILL this process at "batch:N" (after consuming its N-th batch, before the
+# checkpoint) or "publish:N" (after writing its N-th checkpoint, before renaming the shards it finished);
+# "batch:N:SIGINT" sends a Ctrl-C there instead.
+KILL_HOOK_ENV = "GPT2_TEST_KILL_PREP_AT"
 
 
-# A place inside a line where GPT-2's pre-tokenizer always splits: a non-space, then a space and a non-space ("a| b").
-# No piece holds a space after its first character, so the piece before ends there in any case; and a space before a
-# non-space always starts a new piece (" word", " 42", " !"). Cutting there changes no token.
-_SAFE_INLINE_CUT = re.compile(r"(?<=\S) (?=\S)")
-
-
-def iter_text_chunks(
-    path: Path, chunk_chars: int = 1 << 20, max_chunk_chars: int | None = None
-) -> Iterator[str | None]:
-    """Stream a UTF-8 file as text chunks of about chunk_chars characters, never holding the whole file.
-    Yields None at each document boundary (a line that reads exactly `<|endoftext|>`).
-
-    Chunks end only where cutting cannot change GPT-2's tokenization: after a single '\\n' that follows a
-    non-space character and precedes a line starting with a non-space character (GPT-2's pre-tokenizer always
-    splits there; after '\\n\\n' it would not, because '\\n\\n' is one token). Text with no such place for
-    max_chunk_chars (default 8 × chunk_chars) characters, such as one giant line, is cut inside a line before the
-    last " word" (a space between two non-spaces), which is just as safe; only text with neither is cut at an arbitrary
-    point (a possible one-token difference there, never data loss).
-    """
-    _check_not_binary(path)
-    max_chunk_chars = max_chunk_chars or 8 * chunk_chars
-    buf: list[str] = []
-    size = 0
-    ends_safely = False  # buf ends with one '\n' after a non-space character
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:  # universal newlines: \r\n → \n
-            while line := f.readline(chunk_chars):  # at most chunk_chars characters, even for one giant line
-                if "\x00" in line:
-                    raise DataError(f"{path} contains NUL characters, so it is probably binary; pass text files")
-                if line.rstrip("\n") == EOT_TOKEN:
-                    if buf:
-                        yield "".join(buf)
-                    buf, size, ends_safely = [], 0, False
-                    yield None
-                    continue
-                starts_solid = not line[0].isspace()
-                if buf and size >= chunk_chars and ends_safely and starts_solid:
-                    yield "".join(buf)
-                    buf, size = [], 0
-                elif size >= max_chunk_chars:  # no line break to cut at: cut before the last " word" instead
-                    text = "".join(buf) + line
-                    cut = max((m.start() for m in _SAFE_INLINE_CUT.finditer(text)), default=len(text) - len(line))
-                    yield text[:cut]
-                    line = text[cut:]
-                    buf, size = [], 0
-                buf.append(line)
-                size += len(line)
-                ends_safely = line.endswith("\n") and len(line) >= 2 and not line[-2].isspace()
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path} is not UTF-8 text ({e.reason} near byte {e.start} of a read block); convert it first, "
-            f"e.g. `iconv -f latin1 -t utf-8 {path} > fixed.txt`, or leave it out"
-        ) from None
-    if buf:
-        yield "".join(buf)
-
-
-# ---- preparing token files -------------------------------------------------------------------------------------------
 def is_val_document(index: int, val_fraction: float) -> bool:
     """Every (1/f)-th document goes to val: exactly floor(n·f) of the first n documents, spread evenly."""
     return int((index + 1) * val_fraction) > int(index * val_fraction)
 
 
-def prepare_data(
-    inputs: Sequence[str | Path] | str | Path,
+def _kill_hook(event: str, count: int) -> None:
+    at, _, sig = os.environ.get(KILL_HOOK_ENV, "").partition(":SIG")
+    if at == f"{event}:{count}":
+        os.kill(os.getpid(), getattr(signal, "SIG" + sig) if sig else signal.SIGKILL)
+
+
+# ---- the preparation -------------------------------------------------------------------------------------------------
+def _start_state(out_dir: Path, settings: dict, n_sources: int) -> dict:
+    """The saved state of an unfinished preparation with these settings, or a fresh one."""
+    path = out_dir / STATE_NAME
+    if not path.is_file():
+        return {
+            "settings": settings, "position": [0, 0], "documents": 0, "doc_split": None, "tokens": 0,
+            "counts": {s: {"tokens": 0, "documents": 0} for s in SPLITS}, "val_documents": [],
+            "splits": {s: new_split_state() for s in SPLITS}, "source_bytes": [None] * n_sources, "done": False,
+        }  # fmt: skip
+    state = read_json(path)
+    if state.get("settings") != settings:
+        raise DataError(
+            f"{out_dir} holds an unfinished preparation of other inputs or settings; run the command that started it "
+            f"again to finish it, or delete {out_dir}"
+        )
+    return state
+
+
+def _assign_splits(batch: Batch, lengths: list[int], state: dict, cfg: dict) -> tuple[np.ndarray, bool]:
+    """Each piece's split (True = val) in reading order, updating the counts; stops (True) before the first document
+    that starts once max_tokens tokens are written. Returns the flags of the pieces to keep."""
+    counts, is_val = state["counts"], []
+    for start, n, name in zip(batch.starts, lengths, batch.names):
+        if start:
+            if cfg["max_tokens"] is not None and state["tokens"] >= cfg["max_tokens"]:
+                return np.array(is_val, dtype=bool), True
+            val = is_val_document(state["documents"], cfg["val_fraction"])
+            val = val and (cfg["val_tokens"] is None or counts["val"]["tokens"] < cfg["val_tokens"])
+            state["doc_split"] = "val" if val else "train"
+            state["documents"] += 1
+            counts[state["doc_split"]]["documents"] += 1
+            if val:
+                state["val_documents"].append(name)
+        is_val.append(state["doc_split"] == "val")
+        counts[state["doc_split"]]["tokens"] += n
+        state["tokens"] += n
+    return np.array(is_val, dtype=bool), False
+
+
+def _check_splits(counts: dict, n_files: int, val_fraction: float) -> None:
+    n_docs = counts["train"]["documents"] + counts["val"]["documents"]
+    if n_docs == 0:
+        raise DataError(f"the input ({n_files} file(s)) holds no text; pass files that hold text")
+    if counts["train"]["documents"] == 0 or counts["val"]["documents"] == 0:
+        empty = "train" if counts["train"]["documents"] == 0 else "val"
+        raise DataError(
+            f"the {empty} split is empty: {n_docs} document(s) with val_fraction {val_fraction} put "
+            f"{counts['val']['documents']} in val. Use a val_fraction of at least 1/{n_docs} (and below 1), "
+            f"or give more documents (more files, or separate documents inside a file with lines `{EOT_TOKEN}`)"
+        )
+
+
+def _check_disk(out_dir: Path, sources: Sequence[Source], expected: int, done: int, cfg: dict) -> None:
+    """Free space for the tokens still to write (2 bytes each) and the downloads still to make, estimated."""
+    approx, max_tokens = cfg["approx_tokens"], cfg["max_tokens"]
+    missing = [s for s in sources if s.fetch and not s.path.is_file()]
+    downloads = sum(s.size or (approx or 0) * BYTES_PER_TOKEN // len(sources) for s in missing)
+    if max_tokens and approx:  # a slice reads only the first files
+        downloads = min(downloads, int(downloads * max_tokens / approx) + downloads // 8)
+    check_free_space(
+        out_dir, 2 * max(0, expected - done) + downloads,
+        f"≈{2 * expected / 1e9:.1f} GB of tokens + ≈{downloads / 1e9:.1f} GB of downloads",
+    )  # fmt: skip
+
+
+def prepare_shards(
+    sources: Sequence[Source],
     out_dir: str | Path,
-    val_fraction: float = 0.1,
     *,
+    val_fraction: float = 0.1,
+    val_tokens: int | None = None,
+    shard_tokens: int | None = None,
+    max_tokens: int | None = None,
+    processes: int | None = None,
+    approx_tokens: int | None = None,
+    text_column: str = "text",
     chunk_chars: int = 1 << 20,
+    batch_chars: int = 1 << 20,
+    delete_downloads: bool = False,
+    inputs: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Tokenize text files/directories into out_dir/{train,val}.bin + meta.json; return the meta dict.
+    """Tokenize `sources` into out_dir (layout: gpt/data/shards.py); return the meta dict (also in meta.json).
 
-    Streams: memory stays at about one chunk whatever the input size. Writes temp files and renames them at the
-    end, meta.json last, so an interrupted run leaves either the previous complete output or none.
+    val_fraction: every (1/f)-th document goes to val; val_tokens: ...until val holds this many tokens (None: no cap);
+    shard_tokens: tokens per shard (None: one train.bin and one val.bin); max_tokens: stop before the first document
+    that starts after this many tokens; processes: tokenizer processes (None: all cores; 1 for local inputs under
+    16 MB); approx_tokens: the expected total, for the ETA and the disk-space check; delete_downloads: remove each
+    downloaded file once it is read and checkpointed. Calling it again on an unfinished out_dir continues the work
+    (same settings only); on a finished one with the same settings it returns the saved meta.
+    Raises DataError (bad input, other settings in out_dir, disk full, an empty split).
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    files = list_text_files(inputs)
+    for name, value in (("shard_tokens", shard_tokens), ("max_tokens", max_tokens), ("val_tokens", val_tokens)):
+        if value is not None and value < 1:
+            raise DataError(f"{name} must be a positive number of tokens, got {value}")
     out_dir = Path(out_dir)
+    settings = {
+        "sources": [s.name for s in sources], "sizes": [None if s.fetch else s.size for s in sources],
+        "val_fraction": val_fraction, "val_tokens": val_tokens, "shard_tokens": shard_tokens,
+        "max_tokens": max_tokens, "text_column": text_column, "chunk_chars": chunk_chars,
+        "tokenizer_sha256": TOKENIZER_SHA256,
+    }  # fmt: skip
+    if (out_dir / META_NAME).is_file():
+        meta = read_json(out_dir / META_NAME)
+        if meta.get("settings") == settings:
+            (out_dir / STATE_NAME).unlink(missing_ok=True)  # left if killed between writing meta.json and this
+            return meta  # already prepared by the same command
+        raise DataError(
+            f"{out_dir} already holds data prepared from other inputs or settings; prepare into another directory "
+            f"(--out-dir), or delete {out_dir} to prepare it again"
+        )
+    state = _start_state(out_dir, settings, len(sources))
+    cfg = {"max_tokens": max_tokens, "val_fraction": val_fraction, "val_tokens": val_tokens}
+    cfg["approx_tokens"] = approx_tokens
+    local_bytes = sum(s.size or 0 for s in sources if not s.fetch)
+    expected = max_tokens or approx_tokens or local_bytes // BYTES_PER_TOKEN
+    _check_disk(out_dir, sources, expected, state["tokens"], cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    enc = get_tokenizer()
-    tmp = {s: out_dir / f".{s}.bin.tmp{os.getpid()}" for s in SPLITS}
-    counts = {s: {"tokens": 0, "documents": 0} for s in SPLITS}
-    val_docs: list[str] = []
-    doc_index = 0
-    total_bytes = sum(p.stat().st_size for p in files)
-    bar = progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
-    outs = {s: open(tmp[s], "wb") for s in SPLITS}
+    for stale in out_dir.glob(".*.json.tmp*"):  # an atomic write a kill interrupted
+        stale.unlink()
+    if processes is None:
+        processes = 1 if not any(s.fetch for s in sources) and local_bytes < SMALL_INPUT_BYTES else default_processes()
+
+    state_path = out_dir / STATE_NAME
+    writers: dict[str, ShardWriter] = {}
+    pool, bar, checkpoints, batches_seen = None, None, 0, 0
+
+    def checkpoint(position) -> None:
+        nonlocal checkpoints
+        for w in writers.values():
+            w.sync()
+        state.update(position=list(position), splits={s: w.state() for s, w in writers.items()})
+        write_json_atomic(state_path, state)
+        checkpoints += 1
+        _kill_hook("publish", checkpoints)
+        if any([w.publish() for w in writers.values()]):
+            fsync_path(out_dir)
+        for s in sources[: position[0]]:  # read to its end and checkpointed: a download is no longer needed
+            if delete_downloads and s.fetch and s.path.is_file():
+                s.path.unlink()
+
     try:
-        for path in files:
-            part = 0  # documents so far in this file
-            split = None  # the current document's split, chosen at its first non-blank text
-            for chunk in iter_text_chunks(path, chunk_chars):
-                if chunk is None:  # document boundary inside the file
-                    split, part = None, part + (split is not None)
-                    continue
-                bar.update(len(chunk.encode("utf-8")))
-                if split is None:
-                    if not chunk.strip():
-                        continue  # blank text between documents is not a document
-                    split = "val" if is_val_document(doc_index, val_fraction) else "train"
-                    if split == "val":
-                        val_docs.append(str(path) if part == 0 else f"{path}#{part}")
-                    counts[split]["documents"] += 1
-                    doc_index += 1
-                    outs[split].write(np.array([EOT_ID], dtype=TOKEN_DTYPE).tobytes())
-                    counts[split]["tokens"] += 1
-                ids = np.asarray(enc.encode_ordinary(chunk), dtype=np.int64)
-                outs[split].write(ids.astype(TOKEN_DTYPE).tobytes())
-                counts[split]["tokens"] += ids.size
-        bar.close()
-        for s in SPLITS:
-            outs[s].flush()
-            os.fsync(outs[s].fileno())
-            outs[s].close()
-        n_docs = doc_index
-        if counts["train"]["documents"] == 0 or counts["val"]["documents"] == 0:
-            empty = "train" if counts["train"]["documents"] == 0 else "val"
-            if n_docs == 0:
-                raise DataError(f"the input ({len(files)} file(s)) holds no text; pass non-empty text files")
-            raise DataError(
-                f"the {empty} split is empty: {n_docs} document(s) with val_fraction {val_fraction} put "
-                f"{counts['val']['documents']} in val. Use a val_fraction of at least 1/{n_docs} (and below 1), "
-                f"or give more documents (more files, or separate documents inside a file with lines "
-                f"`{EOT_TOKEN}`)"
+        writers = {s: ShardWriter(out_dir, s, shard_tokens, state["splits"][s]) for s in SPLITS}
+        bar = Progress(expected or None, state["tokens"], progress)
+        if not state["done"]:
+            if progress:
+                again = f", continuing after {state['tokens']:,} tokens" if state["tokens"] else ""
+                print(f"tokenizing {len(sources)} file(s) into {out_dir} with {processes} process(es){again}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            if processes > 1:
+                pool = start_workers(processes)
+            fetcher = Fetcher(sources, prefetch=max_tokens is None)  # a slice may need only the first file
+            batches = read_batches(
+                sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"]
             )
-        for s in SPLITS:
-            os.replace(tmp[s], out_dir / f"{s}.bin")
+            last_checkpoint = time.perf_counter()
+            for batch, tokens, lengths in encoded(batches, pool, 2 * processes):
+                is_val, stopped = _assign_splits(batch, lengths, state, cfg)
+                mask = np.repeat(is_val, lengths[: is_val.size])
+                tokens = tokens[: mask.size]
+                writers["val"].append(tokens[mask])
+                writers["train"].append(tokens[~mask])
+                bar.update(int(mask.size), sum(len(w.shards) for w in writers.values()))
+                if stopped:
+                    break
+                batches_seen += 1
+                _kill_hook("batch", batches_seen)
+                due = time.perf_counter() - last_checkpoint > CHECKPOINT_SECONDS
+                if due or any(w.pending for w in writers.values()):
+                    checkpoint(batch.end)
+                    last_checkpoint = time.perf_counter()
+            _check_splits(state["counts"], len(sources), val_fraction)
+            for w in writers.values():
+                w.finish()
+            state["done"] = True
+            checkpoint((len(sources), 0))
+        else:  # killed after its last checkpoint: the writers recovered the files; drop the empty parts they opened
+            for w in writers.values():
+                w.finish()
+        bar.close()
+        sizes = state["source_bytes"]
         meta = {
             "format": "uint16 GPT-2 token ids; <|endoftext|> before every document",
             "tokenizer": "gpt2",
@@ -200,20 +263,53 @@ def prepare_data(
             "eot_id": EOT_ID,
             "dtype": "uint16",
             "val_fraction": val_fraction,
-            "train": counts["train"],
-            "val": counts["val"],
-            "inputs": [str(Path(p).resolve()) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)],
-            "files": len(files),
-            "bytes": total_bytes,
-            "val_documents": val_docs,
+            "train": state["counts"]["train"],
+            "val": state["counts"]["val"],
+            "inputs": list(inputs) if inputs is not None else [s.name for s in sources],
+            "files": len(sources),
+            "bytes": sum(b or 0 for b in state["source_bytes"]),
+            "val_documents": state["val_documents"],
+            "shards": {s: w.shards for s, w in writers.items()},
+            "sources": [{"name": s.name, "bytes": b, "sha256": s.sha256} for s, b in zip(sources, sizes)],
+            "settings": settings,
         }
-        meta_tmp = out_dir / f".{META_NAME}.tmp{os.getpid()}"
-        meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(meta_tmp, out_dir / META_NAME)
+        write_json_atomic(out_dir / META_NAME, meta)
+        state_path.unlink()
         fsync_path(out_dir)
         return meta
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(e, out_dir, sum(len(w.shards) for w in writers.values())) from None
+        raise
     finally:
-        bar.close()
-        for s in SPLITS:
-            outs[s].close()
-            tmp[s].unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for w in writers.values():
+            w.close()
+        if not state_path.is_file() and not (out_dir / META_NAME).is_file():
+            remove_parts(out_dir)  # stopped before its first checkpoint: nothing worth keeping
+
+
+def prepare_data(
+    inputs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path,
+    val_fraction: float = 0.1,
+    *,
+    chunk_chars: int = 1 << 20,
+    processes: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Tokenize text files/directories of .txt files into out_dir/{train,val}.bin + meta.json; return the meta dict.
+
+    Documents are whole files, or the parts of a file separated by lines that read exactly `<|endoftext|>`. This is
+    the one-shard case of prepare_shards: streamed (memory stays at about one chunk), resumable, deterministic.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    files = list_source_files(inputs, (".txt",))
+    return prepare_shards(
+        [Source.local(p) for p in files], out_dir, val_fraction=val_fraction, chunk_chars=chunk_chars,
+        processes=processes, inputs=[str(Path(p).resolve()) for p in inputs], progress=progress,
+    )  # fmt: skip

@@ -1,0 +1,196 @@
+"""The reading and tokenizing machinery of a preparation: sources → batches of pieces → worker processes → tokens,
+in order; the hub files fetched as the reading reaches them; a progress report that reads well in a log file.
+
+The main process reads the sources in order (gpt/data/sources.py) and groups their pieces into batches of about
+batch_chars characters; worker processes tokenize them; the results come back in submission order, so what is
+written never depends on the number of processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+
+from gpt.data.shards import TOKEN_DTYPE
+from gpt.data.sources import Source, iter_pieces
+from gpt.tokenizer import EOT_ID, get_tokenizer
+from gpt.utils import progress_bar
+
+LOG_SECONDS = 30.0  # a progress line this often when stderr is not a terminal (a log file)
+
+
+# ---- tokenizing batches in worker processes --------------------------------------------------------------------------
+@dataclass
+class Batch:
+    texts: list[str] | None  # dropped once sent to a worker
+    starts: list[bool]  # piece begins a document
+    names: list[str | None]  # the document's name at each start
+    end: tuple[int, int]  # reading position after this batch: (source index, piece index)
+
+
+def encode_pieces(texts: list[str], starts: list[bool]) -> tuple[np.ndarray, list[int]]:
+    """Tokens of all pieces back to back, <|endoftext|> before each piece that starts a document: (N,) uint16, and
+    each piece's token count (EOT included)."""
+    enc = get_tokenizer()
+    parts, lengths = [], []
+    for text, start in zip(texts, starts):
+        ids = enc.encode_ordinary(text)
+        parts.append(np.array([EOT_ID, *ids] if start else ids, dtype=TOKEN_DTYPE))
+        lengths.append(len(ids) + start)
+    return (np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)), lengths
+
+
+def worker_context():
+    """How worker processes start. Not fork: the main process may hold threads (pyarrow's, a download's), and forking
+    a process with threads can deadlock the child. A fork server (Unix) imports this module once and forks each worker
+    from it, cheap; spawn (Windows) starts each from scratch (≈ 1.5 s of imports each). Either way the calling script
+    needs the `if __name__ == "__main__":` guard, as any multiprocessing program."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def start_workers(processes: int) -> ProcessPoolExecutor:
+    """A pool of tokenizer processes that end with the main process, even when it is SIGKILLed (a pool's workers
+    would otherwise wait forever on their task queue, whose writing end each of them holds too)."""
+    ctx = worker_context()
+    main_alive, keep = ctx.Pipe(duplex=False)  # only the main process holds `keep`; its death closes the pipe
+    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(main_alive,))
+    pool._main_alive = keep  # lives as long as the pool
+    return pool
+
+
+def _worker_init(main_alive) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+    def watch() -> None:
+        try:
+            main_alive.recv()  # nothing is ever sent: returns (EOFError) when the main process is gone
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def encoded(batches: Iterator[Batch], pool: ProcessPoolExecutor | None, depth: int):
+    """(batch, tokens, lengths) in batch order, with at most `depth` batches in flight (Pool.imap would read the
+    whole dataset ahead into its queue)."""
+    if pool is None:
+        yield from ((b, *encode_pieces(b.texts, b.starts)) for b in batches)
+        return
+    window: deque = deque()
+    for b in batches:
+        window.append((b, pool.submit(encode_pieces, b.texts, b.starts)))
+        b.texts = None
+        if len(window) >= depth:
+            b0, future = window.popleft()
+            yield (b0, *future.result())
+    while window:
+        b0, future = window.popleft()
+        yield (b0, *future.result())
+
+
+class Fetcher:
+    """Local paths of the sources; a hub file is downloaded when reached, and (with prefetch) the next one meanwhile
+    in a daemon thread (a Ctrl-C does not wait for it; its .part file resumes next time)."""
+
+    def __init__(self, sources: Sequence[Source], prefetch: bool):
+        self.sources, self.prefetch, self.ahead = sources, prefetch, {}
+
+    def _start(self, i: int) -> None:
+        if i < len(self.sources) and self.sources[i].fetch and i not in self.ahead:
+            slot: dict = {}
+            t = threading.Thread(target=lambda: slot.update(self._run(i)), daemon=True)
+            t.start()
+            self.ahead[i] = (t, slot)
+
+    def _run(self, i: int) -> dict:
+        try:
+            return {"path": self.sources[i].fetch()}
+        except BaseException as e:  # handed to the main thread
+            return {"error": e}
+
+    def get(self, i: int) -> Path:
+        self._start(i)
+        if self.prefetch:
+            self._start(i + 1)
+        if i not in self.ahead:
+            return self.sources[i].path
+        t, slot = self.ahead.pop(i)
+        t.join()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["path"]
+
+
+def read_batches(
+    sources, fetcher: Fetcher, position, batch_chars: int, text_column: str, chunk_chars: int, sizes: list
+) -> Iterator[Batch]:
+    """Batches of about batch_chars characters of pieces, from `position` on; sizes[i] gets source i's bytes."""
+    texts, starts, names, size = [], [], [], 0
+    first_file, first_piece = position
+    for i in range(first_file, len(sources)):
+        path = fetcher.get(i)
+        sizes[i] = path.stat().st_size
+        start = first_piece if i == first_file else 0
+        for p in iter_pieces(path, start, text_column=text_column, chunk_chars=chunk_chars):
+            texts.append(p.text)
+            starts.append(p.doc_start)
+            names.append(p.name)
+            size += len(p.text)
+            if size >= batch_chars:
+                yield Batch(texts, starts, names, (i, p.index + 1))
+                texts, starts, names, size = [], [], [], 0
+    if texts:
+        yield Batch(texts, starts, names, (len(sources), 0))
+
+
+# ---- progress --------------------------------------------------------------------------------------------------------
+class Progress:
+    """A tqdm bar (tokens, tokens/s, ETA) on a terminal; a plain line every LOG_SECONDS in a log file."""
+
+    def __init__(self, total: int | None, done: int, enabled: bool):
+        tty = sys.stderr.isatty()
+        self.tty, self.enabled = tty, enabled
+        self.total, self.start_done, self.done = total, done, done
+        self.t0 = self.last_log = time.perf_counter()
+        self.bar = progress_bar(
+            total=total, initial=done, unit="tok", unit_scale=True, desc="tokenizing", disable=not (enabled and tty)
+        )
+
+    def update(self, n: int, shards: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        self.bar.set_postfix(shards=shards, refresh=False)
+        now = time.perf_counter()
+        if self.enabled and not self.tty and now - self.last_log >= LOG_SECONDS:
+            self.last_log = now
+            rate = (self.done - self.start_done) / (now - self.t0)
+            line = f"tokenized {self.done:,} tokens"
+            if self.total:
+                eta = int(max(0, self.total - self.done) / rate) if rate else 0
+                eta_text = f"{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}"
+                line += f" (≈{100 * self.done / self.total:.1f}% of ≈{self.total:,}, ETA {eta_text})"
+            print(f"{line} · {rate / 1e6:.2f}M tokens/s · {shards} shards", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def default_processes() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
