@@ -142,3 +142,22 @@ def test_load_openai_weights_points_our_own_directories_to_export_hf(tiny_run):
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "scripts/export_hf.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_readme_plain_pytorch_snippet_loads_a_checkpoint(tiny_run):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Export, or load with plain PyTorch") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    checkpoint = tiny_run / (tiny_run / "latest").read_text(encoding="utf-8").strip() / "model.safetensors"
+    code = code.replace('"runs/tiny/step_000100/model.safetensors"', repr(str(checkpoint)))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # the snippet's own assert checks the missing key
+    model = scope["model"]
+    from gpt import load_model
+
+    reference = load_model(checkpoint)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    x = torch.tensor([[464, 2068, 7586]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference(x), rtol=0, atol=0)
