@@ -210,7 +210,10 @@ def check_hf_conversion(my_convert) -> None:
     hf = GPT2LMHeadModel(hf_config).eval()
     state = my_convert({k: v.clone() for k, v in hf.state_dict().items()})
     model = GPT(SMALL).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise AssertionError(f"your state dict does not fit our GPT: {str(e).splitlines()[-1].strip()}") from None
     expect(not unexpected, f"keys our GPT does not have: {unexpected[:5]}")
     expect(set(missing) <= {"lm_head.weight"}, f"keys missing: {missing[:5]}")
     idx = torch.randint(0, SMALL.vocab_size, (2, 12))
@@ -227,7 +230,10 @@ def check_openai_export(my_export) -> None:
     arrays = my_export(model)
     expect(all(isinstance(a, np.ndarray) for a in arrays.values()), "the values should be NumPy arrays")
     expect(len(arrays) == 2 + 12 * SMALL.n_layer + 2, f"{len(arrays)} arrays; OpenAI's layout has 2 + 12·L + 2")
-    back = convert_state_dict(SMALL, dict(arrays), openai_key, lambda s: (1, *s[::-1]), "your export")
+    try:
+        back = convert_state_dict(SMALL, dict(arrays), openai_key, lambda s: (1, *s[::-1]), "your export")
+    except ValueError as e:  # a name or shape outside OpenAI's layout
+        raise AssertionError(str(e)) from None
     ours = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     for k, v in ours.items():
         expect(torch.equal(back[k], v), f"{k} does not survive the round trip")

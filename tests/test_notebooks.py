@@ -12,6 +12,7 @@ are rendered by scripts/render_notebooks.py into docs/notebooks/, and a test kee
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import sys
@@ -22,6 +23,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+_spec = importlib.util.spec_from_file_location(
+    "render_notebooks", Path(__file__).parents[1] / "scripts" / "render_notebooks.py"
+)
+render_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_notebooks)
+rendered_out_of_step = render_notebooks.rendered_out_of_step
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -166,7 +174,7 @@ def test_notebook_runs_top_to_bottom(path, record_property):
     if path.parent.name == "solutions":  # every exercise's check ran and passed
         ticks = sum(out.get("text", "").count("✓") for cell in nb.cells for out in outputs(cell))
         calls = sum(cell.source.count("checks.check_") for cell in nb.cells if cell.cell_type == "code")
-        assert calls >= 3 and ticks == calls, f"{path.name}: {calls} checks called, {ticks} passed"
+        assert calls >= 2 and ticks == calls, f"{path.name}: {calls} checks called, {ticks} passed"
 
 
 @pytest.mark.parametrize("path", ALL, ids=ids(ALL))
@@ -229,22 +237,6 @@ def test_readme_local_links_resolve():
 
 
 # ---- the executed copies a reader sees (docs/notebooks/*.md, made by scripts/render_notebooks.py) -----------------
-
-
-def rendered_out_of_step(nb: nbformat.NotebookNode, markdown: str) -> list[int]:
-    """Indices of the cells whose source is not found, in order, in the rendered Markdown (code cells as ```python
-    blocks), plus -1 if the Markdown holds a different number of code blocks."""
-    bad, pos = [], 0
-    for i, cell in enumerate(nb.cells):
-        text = f"```python\n{cell.source}\n```" if cell.cell_type == "code" else cell.source
-        found = markdown.find(text, pos)
-        if found < 0:
-            bad.append(i)
-        else:
-            pos = found + len(text)
-    if markdown.count("```python\n") != sum(c.cell_type == "code" for c in nb.cells):
-        bad.append(-1)
-    return bad
 
 
 @pytest.mark.parametrize("path", COURSE, ids=ids(COURSE))
@@ -319,3 +311,65 @@ def test_kernel_is_this_interpreter():
     nb = run_notebook(notebook("import sys\nprint(sys.prefix)\nprint(sys.version)"))
     prefix, version = nb.cells[0].outputs[0]["text"].splitlines()[:2]
     assert prefix == sys.prefix and version == sys.version.splitlines()[0]
+
+
+# ---- the exercise checks (notebooks/checks.py): the solutions notebooks show they pass; here, that they can fail --
+
+
+def _wrong_answers():
+    import zlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from gpt import generate
+    from gpt.generate import filter_logits
+
+    def naive_accumulate(model, micro_batches):  # divides by the number of micro-steps, ignoring padding
+        for x, y in micro_batches:
+            (model(x, y).loss / len(micro_batches)).backward()
+
+    return {
+        "check_decode": lambda ids: "",
+        "check_merges": lambda text, n: [(b"z", b"q")] * n,
+        "check_stream_decoder": lambda enc, ids: (enc.decode([i]) for i in ids),
+        "check_attention_loop": lambda q, k, v: v,
+        "check_local_attention": lambda q, k, v, window: (
+            torch.softmax(
+                (q @ k.T).masked_fill(~torch.ones(len(q), len(q), dtype=torch.bool).tril(), float("-inf")) / 2, -1
+            )
+            @ v
+        ),
+        "check_last_query_attention": lambda q_last, k, v: v[-1],
+        "check_gelu_erf": lambda x: F.gelu(x, approximate="tanh"),
+        "check_param_count": lambda c: (
+            c.vocab_size * c.n_embd
+            + c.context_length * c.n_embd
+            + c.n_layer * (12 * c.n_embd**2 + 13 * c.n_embd)
+            + 2 * c.n_embd
+        ),  # ignores padding and qkv_bias
+        "check_no_positions": lambda model, idx: model(idx),
+        "check_greedy_eos": lambda model, idx, n, eos_id: generate(model, idx, n, temperature=0),
+        "check_hf_conversion": lambda hf_state: dict(hf_state),  # forgets the transposes
+        "check_openai_export": lambda model: {k: v.numpy() for k, v in model.state_dict().items()},
+        "check_min_p": lambda logits, min_p: logits,
+        "check_kv_cache_bytes": lambda c, B, T, nbytes: c.n_layer * B * T * c.n_embd * nbytes,  # keys only
+        "check_top_k_then_p": lambda logits, k, p: filter_logits(logits, top_p=p),
+        "check_token_weighted_accumulation": naive_accumulate,
+        "check_param_groups": lambda model, wd: [{"params": list(model.parameters()), "weight_decay": wd}],
+        "check_bf16_epsilon": 2.0**-8,
+        "check_varint": lambda buf, pos: (buf[pos], pos + 1),
+        "check_crc32c": lambda data: zlib.crc32(data),  # CRC-32, not CRC-32C
+    }
+
+
+def test_every_check_rejects_a_wrong_answer():
+    sys.path.insert(0, str(NOTEBOOK_DIR))
+    import checks
+
+    wrong = _wrong_answers()
+    defined = {name for name in dir(checks) if name.startswith("check_")}
+    assert defined == set(wrong), f"checks without a wrong answer here: {defined - set(wrong)}"
+    for name, answer in wrong.items():
+        with pytest.raises(AssertionError):
+            getattr(checks, name)(answer)
