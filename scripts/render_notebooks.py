@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -69,6 +71,7 @@ def write_markdown(nb, stem: str) -> Path:
     files = f"{stem}_files"
     body, resources = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": files})
     body = body.replace(str(ROOT) + os.sep, "").replace(str(ROOT), ".")  # no paths of the machine that rendered it
+    body = re.sub(re.escape(tempfile.gettempdir()) + r"[/\\]gpt2-[a-z0-9]+-[a-z0-9_]{8}", "$WORK", body)  # scratch dirs
     shutil.rmtree(OUT_DIR / files, ignore_errors=True)
     for name, data in resources.get("outputs", {}).items():
         target = OUT_DIR / name
