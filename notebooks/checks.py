@@ -12,7 +12,10 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import json
+import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -357,3 +360,77 @@ def check_crc32c(my_crc32c) -> None:
     data = np.random.default_rng(0).bytes(3000)
     expect(my_crc32c(data) == tf_checkpoint.crc32c(data), "3,000 random bytes: differs from tf_checkpoint.crc32c")
     ok("CRC-32C by hand: the standard check value, and tf_checkpoint.crc32c on random bytes")
+
+
+# ---- 07 · evaluation ------------------------------------------------------------------------------------------------
+def check_sliding_logprob(my_sliding_logprob) -> None:
+    """my_sliding_logprob(model, ids: list[int], window, stride, prefix) -> float: Σ log p (nats) of every token of
+    ids, the token `prefix` before them, each scored exactly once (as gpt.eval.window_plan lays the windows out).
+    (The check's model has a 100-token vocabulary, so it passes prefix=0 instead of <|endoftext|>.)"""
+    from gpt.eval import score_texts
+
+    model = small_model()
+    ids = torch.randint(0, SMALL.vocab_size, (70,), generator=torch.Generator().manual_seed(4)).tolist()
+    for window, stride in ((32, 32), (32, 8), (16, 5), (32, 1)):
+        (expected,) = score_texts(model, [ids], window=window, stride=stride, prefix=0)
+        got = my_sliding_logprob(model, ids, window, stride, prefix=0)
+        expect(math.isclose(got, expected.logprob, rel_tol=1e-4), f"window={window}, stride={stride}: you say "
+               f"{got:.4f}, gpt.eval.score_texts says {expected.logprob:.4f}")  # fmt: skip
+    ok("sliding-window log-likelihoods for 4 (window, stride) pairs equal gpt.eval.score_texts")
+
+
+def check_harness_logprobs(my_harness_logprobs) -> None:
+    """my_harness_logprobs(model, row: dict) -> 4 floats: Σ log p of each ending, lm-evaluation-harness style."""
+    from gpt.eval import score_hellaswag
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "eval" / "hellaswag_val_200.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:40:8]]  # WikiHow + ActivityNet
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(SMALL, vocab_size=50257, context_length=128)).eval()
+    for row, expected in zip(rows, score_hellaswag(model, rows, "harness")):
+        got = list(my_harness_logprobs(model, row))
+        mine, want = np.round(got, 3).tolist(), np.round(expected.logprobs, 3).tolist()
+        expect(
+            np.allclose(got, expected.logprobs, atol=1e-3),
+            f"row {row['ind']}: you say {mine}, the harness gives {want}",
+        )
+    ok(f"{len(rows)} HellaSwag rows scored as lm-evaluation-harness scores them")
+
+
+def check_accuracy_stderr(my_stderr) -> None:
+    """my_stderr(hits: list of 0/1) -> float: the standard error of their mean, sample std (n - 1), as the harness."""
+    from gpt.eval.results import accuracy
+
+    for hits in ([1, 0, 0, 1, 0], [1] * 3 + [0] * 17, [0, 1] * 50):
+        expected = accuracy("t", "acc", [bool(h) for h in hits]).stderr
+        got = my_stderr(hits)
+        expect(math.isclose(got, expected, rel_tol=1e-9), f"{sum(hits)} of {len(hits)}: you say {got:.6f}, "
+               f"expected {expected:.6f}")  # fmt: skip
+    ok("standard errors of 3 accuracies, as lm-evaluation-harness reports them")
+
+
+# ---- 08 · what the model learned ----------------------------------------------------------------------------------
+def check_induction_scores(my_induction_scores) -> None:
+    """my_induction_scores(attentions (L, B, H, T, T), period) -> (L, H): the mean attention from each query
+    t >= period to key t - period + 1 (the token after the previous occurrence of token t)."""
+    L, B, H, T = 2, 3, 4, 20
+    att = torch.rand(L, B, H, T, T, generator=torch.Generator().manual_seed(5)).tril()
+    att = att / att.sum(-1, keepdim=True)
+    for period in (5, 8, 10):
+        t = torch.arange(period, T)
+        expected = att[:, :, :, t, t - period + 1].mean(dim=(1, 3))
+        expect_close(my_induction_scores(att, period), expected, f"period {period}")
+    ok("induction scores: attention from t to t - period + 1, averaged over batch and queries")
+
+
+def check_lens_next_token_probs(my_lens) -> None:
+    """my_lens(model, idx (B, T)) -> (L + 1, B, T - 1): p(true next token) read from each layer's residual stream
+    through the final LayerNorm and the head (index 0 = the embeddings)."""
+    from gpt.introspect import logit_lens
+
+    model = small_model()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        got = my_lens(model, idx)
+    expect_close(got, logit_lens(model, idx).next_token_probs, "next-token probabilities by layer")
+    ok(f"the logit lens by hand: {SMALL.n_layer + 1} readouts equal gpt.introspect.logit_lens")

@@ -323,11 +323,24 @@ def _wrong_answers():
     import torch.nn.functional as F
 
     from gpt import generate
+    from gpt.eval import score_hellaswag, score_texts
     from gpt.generate import filter_logits
+    from gpt.introspect import residual_stream
 
     def naive_accumulate(model, micro_batches):  # divides by the number of micro-steps, ignoring padding
         for x, y in micro_batches:
             (model(x, y).loss / len(micro_batches)).backward()
+
+    def stride_ignored(model, ids, window, stride, prefix=0):  # disjoint windows whatever the stride
+        return score_texts(model, [ids], window=window, stride=window, prefix=prefix)[0].logprob
+
+    def lens_without_ln_f(model, idx):
+        probs = [(model.lm_head(r)[..., : model.config.vocab_size]).softmax(-1) for r in residual_stream(model, idx)]
+        return torch.stack([p[:, :-1].gather(-1, idx[:, 1:, None]).squeeze(-1) for p in probs])
+
+    def duplicate_token_scores(attentions, period):  # attends to the earlier copy of the token itself
+        t = torch.arange(period, attentions.size(-1))
+        return attentions[:, :, :, t, t - period].mean(dim=(1, 3))
 
     return {
         "check_decode": lambda ids: "",
@@ -360,6 +373,11 @@ def _wrong_answers():
         "check_bf16_epsilon": 2.0**-8,
         "check_varint": lambda buf, pos: (buf[pos], pos + 1),
         "check_crc32c": lambda data: zlib.crc32(data),  # CRC-32, not CRC-32C
+        "check_sliding_logprob": stride_ignored,
+        "check_harness_logprobs": lambda model, row: score_hellaswag(model, [row], "completion")[0].logprobs,
+        "check_accuracy_stderr": lambda hits: (sum(hits) / len(hits) * (1 - sum(hits) / len(hits)) / len(hits)) ** 0.5,
+        "check_induction_scores": duplicate_token_scores,
+        "check_lens_next_token_probs": lens_without_ln_f,
     }
 
 
