@@ -144,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.hellaswag_interval:
         try:
             if dinfo.local_rank == 0:
-                load_task("hellaswag", cfg.hellaswag_data_dir, progress=master and cfg.progress)
+                fix = (f"Run again, set $GPT2_EVAL_MIRROR to a mirror, put hellaswag_val.jsonl into "
+                       f"{cfg.hellaswag_data_dir} (or pass --hellaswag-data-dir DIR), or train without it: "
+                       "--hellaswag-interval 0")  # fmt: skip
+                load_task("hellaswag", cfg.hellaswag_data_dir, progress=master and cfg.progress, hint=fix)
             if dinfo.ddp:
                 dist.barrier()
             hellaswag, _ = load_task("hellaswag", cfg.hellaswag_data_dir, download=False)
         except EvalDataError as e:
-            fix = "--hellaswag-data-dir DIR holding hellaswag_val.jsonl, $GPT2_EVAL_MIRROR, or --hellaswag-interval 0"
-            print(f"error: {e} (in pretrain.py: {fix} to train without HellaSwag)", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             return 1
         hellaswag = hellaswag[: cfg.hellaswag_examples or None]
         say(f"hellaswag: {len(hellaswag):,} examples every {cfg.hellaswag_interval} steps, completion style")
