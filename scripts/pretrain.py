@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         hellaswag = hellaswag[: cfg.hellaswag_examples or None]
+        endings = get_tokenizer().encode_batch([" " + e for ex in hellaswag for e in ex["endings"]])
+        if (longest := max(map(len, endings))) > cfg.model.context_length:  # the scorer would fail mid-run
+            ctx = cfg.model.context_length
+            print(f"error: HellaSwag endings run to {longest} tokens, more than model.context_length ({ctx}); "
+                  "use a longer context, or --hellaswag-interval 0", file=sys.stderr)  # fmt: skip
+            return 1
         say(f"hellaswag: {len(hellaswag):,} examples every {cfg.hellaswag_interval} steps, completion style")
 
     # ---- model and optimizer -----------------------------------------------------------------------------------------

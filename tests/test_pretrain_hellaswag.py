@@ -99,6 +99,19 @@ def test_missing_hellaswag_data_is_one_error_line_before_training(pretrain, data
     assert not list((tmp_path / "eval").glob("hellaswag_val.jsonl*"))  # and no partial file left
 
 
+def test_endings_longer_than_the_context_are_one_error_line_before_training(pretrain, data_dir, tmp_path, capsys):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "hellaswag_val.jsonl").write_bytes(HELLASWAG.read_bytes())
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--data-dir", str(data_dir), "--hellaswag-data-dir", str(tmp_path / "eval"), "--out-dir",
+            str(run_dir), "--hellaswag-interval", "2", "--hellaswag-examples", "18"]  # row 18 has a 41-token ending
+    assert pretrain(args) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["error: HellaSwag endings run to 41 tokens, more than model.context_length (32); use a longer "
+                     "context, or --hellaswag-interval 0"]  # fmt: skip
+    assert not run_dir.exists()
+
+
 def test_unprepared_data_without_a_source_names_the_prepare_command(pretrain, tmp_path, capsys):
     missing = tmp_path / "fineweb-edu"
     assert pretrain([*TINY, "--data-dir", str(missing), "--data-source", "", "--out-dir", str(tmp_path / "r")]) == 1
