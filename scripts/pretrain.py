@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data
+from gpt.eval import EvalDataError, hellaswag_counts, load_task
 from gpt.model import GPT
 from gpt.tokenizer import get_tokenizer
 from gpt.train import (
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if dinfo.local_rank == 0 and not is_prepared(cfg.data_dir):
             if not cfg.data_source:
-                raise DataError(f"no prepared data in {cfg.data_dir} and no data_source to prepare it from")
+                raise DataError(
+                    f"no prepared data in {cfg.data_dir} and no data_source to prepare it from; prepare it first: "
+                    f"python scripts/prepare_data.py --dataset fineweb-edu --out-dir {cfg.data_dir} (or, for your "
+                    "own text, pass --data-source FILE_OR_FOLDER and it is tokenized here)"
+                )
             say(f"preparing {cfg.data_source} → {cfg.data_dir} (once)")
             prepare_data([cfg.data_source], cfg.data_dir, cfg.val_fraction, progress=master and cfg.progress)
         if dinfo.ddp:
@@ -133,6 +138,30 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+    # ---- HellaSwag during training: the file fetched once (rank 0), checked before any step is taken ---------------
+    hellaswag = []
+    if cfg.hellaswag_interval:
+        try:
+            if dinfo.local_rank == 0:
+                fix = (f"Run again, set $GPT2_EVAL_MIRROR to a mirror, put hellaswag_val.jsonl into "
+                       f"{cfg.hellaswag_data_dir} (or pass --hellaswag-data-dir DIR), or train without it: "
+                       "--hellaswag-interval 0")  # fmt: skip
+                load_task("hellaswag", cfg.hellaswag_data_dir, progress=master and cfg.progress, hint=fix)
+            if dinfo.ddp:
+                dist.barrier()
+            hellaswag, _ = load_task("hellaswag", cfg.hellaswag_data_dir, download=False)
+        except EvalDataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        hellaswag = hellaswag[: cfg.hellaswag_examples or None]
+        endings = get_tokenizer().encode_batch([" " + e for ex in hellaswag for e in ex["endings"]])
+        if (longest := max(map(len, endings))) > cfg.model.context_length:  # the scorer would fail mid-run
+            ctx = cfg.model.context_length
+            print(f"error: HellaSwag endings run to {longest} tokens, more than model.context_length ({ctx}); "
+                  "use a longer context, or --hellaswag-interval 0", file=sys.stderr)  # fmt: skip
+            return 1
+        say(f"hellaswag: {len(hellaswag):,} examples every {cfg.hellaswag_interval} steps, completion style")
 
     # ---- model and optimizer -----------------------------------------------------------------------------------------
     set_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -200,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         tracker.log_text(step, "samples/text", text)
                     tracker.plot_losses()
+
+            # -- HellaSwag: each rank scores its share (the compiled model, not DDP's wrapper), the counts are summed
+            hs_due = hellaswag and (step % cfg.hellaswag_interval == 0 or last)
+            if hs_due and not (saved is not None and step == start_step):
+                with autocast:
+                    counts = hellaswag_counts(model, hellaswag, dinfo.rank, dinfo.world_size)
+                counts = torch.tensor(counts, dtype=torch.long, device=device)  # (correct, correct_norm, n)
+                if dinfo.ddp:
+                    dist.all_reduce(counts)
+                correct, correct_norm, n = counts.tolist()
+                if master:
+                    log(f"step {step}: hellaswag acc_norm {correct_norm / n:.4f}, acc {correct / n:.4f} ({n:,} ex.)")
+                    tracker.log(step, {"eval/hellaswag_acc_norm": correct_norm / n, "eval/hellaswag_acc": correct / n})
 
             # -- checkpoint (rank 0 writes; every rank contributes its RNG state) --
             if step > start_step and (step % cfg.ckpt_interval == 0 or last or stop_requested):

@@ -64,6 +64,9 @@ class TrainConfig:
     sample_tokens: int = 48  # length of that sample (0 → no sample)
     ckpt_interval: int = 40  # checkpoint every this many steps (and at the end, and on SIGINT/SIGTERM)
     keep_checkpoints: int = 3  # keep the newest N step_XXXXXX directories
+    hellaswag_interval: int = 0  # HellaSwag (completion style, gpt/eval) every this many steps and at the end; 0 → off
+    hellaswag_examples: int = 0  # score the first N validation examples each time; 0 → all 10,042
+    hellaswag_data_dir: str = "data/eval"  # holds hellaswag_val.jsonl; downloaded there once if missing
     tensorboard: bool = True  # write TensorBoard event files into the run directory
     wandb_mode: str = "auto"  # auto (online if a W&B API key is set, else offline) | online | offline | disabled
     wandb_project: str = "gpt2-from-scratch"
@@ -83,7 +86,8 @@ class TrainConfig:
         for name in ("batch_size", "total_batch_tokens", "max_steps", "eval_interval", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "sample_tokens", "ckpt_interval", "keep_checkpoints"):
+        for name in ("warmup_steps", "sample_tokens", "ckpt_interval", "keep_checkpoints", "hellaswag_interval",
+                     "hellaswag_examples"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.ckpt_interval == 0:
