@@ -322,8 +322,7 @@ def _wrong_answers():
     import torch
     import torch.nn.functional as F
 
-    from gpt import generate
-    from gpt.generate import filter_logits
+    from gpt import filter_logits, generate
 
     def naive_accumulate(model, micro_batches):  # divides by the number of micro-steps, ignoring padding
         for x, y in micro_batches:

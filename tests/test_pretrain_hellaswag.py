@@ -103,8 +103,19 @@ def test_endings_longer_than_the_context_are_one_error_line_before_training(pret
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "hellaswag_val.jsonl").write_bytes(HELLASWAG.read_bytes())
     run_dir = tmp_path / "run"
-    args = [*TINY, "--data-dir", str(data_dir), "--hellaswag-data-dir", str(tmp_path / "eval"), "--out-dir",
-            str(run_dir), "--hellaswag-interval", "2", "--hellaswag-examples", "18"]  # row 18 has a 41-token ending
+    args = [
+        *TINY,
+        "--data-dir",
+        str(data_dir),
+        "--hellaswag-data-dir",
+        str(tmp_path / "eval"),
+        "--out-dir",
+        str(run_dir),
+        "--hellaswag-interval",
+        "2",
+        "--hellaswag-examples",
+        "18",
+    ]  # row 18 has a 41-token ending
     assert pretrain(args) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["error: HellaSwag endings run to 41 tokens, more than model.context_length (32); use a longer "
