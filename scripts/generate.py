@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.num_samples < 1:
         p.error(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.prompt == "-":
-        args.prompt = sys.stdin.buffer.read().decode("utf-8")
+        args.prompt = sys.stdin.buffer.read().decode("utf-8-sig")  # -sig: a byte-order mark (Notepad) is no text
     if not args.prompt:
         p.error('the prompt is empty; pass some text with --prompt "..." (or pipe it in with --prompt -)')
     if args.weights is None:

@@ -16,11 +16,13 @@ starts once that many tokens are written.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +63,17 @@ KILL_HOOK_ENV = "GPT2_TEST_KILL_PREP_AT"
 
 
 def is_val_document(index: int, val_fraction: float) -> bool:
-    """Every (1/f)-th document goes to val: exactly floor(n·f) of the first n documents, spread evenly."""
-    return int((index + 1) * val_fraction) > int(index * val_fraction)
+    """Every (1/f)-th document goes to val: exactly floor(n·f) of the first n documents, spread evenly. f is taken
+    as the decimal it is written as, in exact integer arithmetic: in floats 100 × 0.29 = 28.999999999999996, which
+    would put 28 of the first 100 documents in val instead of 29."""
+    num, den = _exact_fraction(val_fraction)
+    return (index + 1) * num // den > index * num // den
+
+
+@functools.lru_cache(maxsize=8)
+def _exact_fraction(value: float) -> tuple[int, int]:
+    f = Fraction(repr(float(value)))  # the shortest decimal that reads back as this float: 0.29 → 29/100
+    return f.numerator, f.denominator
 
 
 def _kill_hook(event: str, count: int) -> None:
