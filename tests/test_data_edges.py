@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from data_fixtures import read_split
 
 from gpt.data import (
@@ -96,7 +95,7 @@ def test_prepared_data_from_bom_files_holds_no_bom_tokens(tmp_path):
 def test_eval_files_with_a_bom_read_as_without(tmp_path):
     (tmp_path / "lambada.jsonl").write_bytes(BOM + json.dumps({"text": "a b c"}).encode() + b"\n")
     assert read_file("lambada", tmp_path / "lambada.jsonl") == ["a b c"]
-    (tmp_path / "wiki.raw").write_bytes(BOM + " = Title = \n text \n".encode())
+    (tmp_path / "wiki.raw").write_bytes(BOM + b" = Title = \n text \n")
     assert read_file("wikitext", tmp_path / "wiki.raw") == [" = Title = \n text \n"]
 
 
