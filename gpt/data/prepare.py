@@ -17,8 +17,6 @@ starts once that many tokens are written.
 from __future__ import annotations
 
 import functools
-import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -56,10 +54,6 @@ from gpt.utils import fsync_path
 CHECKPOINT_SECONDS = 10.0  # also at every finished shard
 SMALL_INPUT_BYTES = 16 << 20  # below this, one process: starting workers (≈ 1.5 s each) would cost more than it saves
 BYTES_PER_TOKEN = 3  # rough input bytes per token, for estimates (FineWeb-Edu: 30.1 GB of Parquet → 10B tokens)
-# Test hook (tests/test_data_prep.py): SIGKILL this process at "batch:N" (after consuming its N-th batch, before the
-# checkpoint) or "publish:N" (after writing its N-th checkpoint, before renaming the shards it finished);
-# "batch:N:SIGINT" sends a Ctrl-C there instead.
-KILL_HOOK_ENV = "GPT2_TEST_KILL_PREP_AT"
 
 
 def is_val_document(index: int, val_fraction: float) -> bool:
@@ -74,12 +68,6 @@ def is_val_document(index: int, val_fraction: float) -> bool:
 def _exact_fraction(value: float) -> tuple[int, int]:
     f = Fraction(repr(float(value)))  # the shortest decimal that reads back as this float: 0.29 → 29/100
     return f.numerator, f.denominator
-
-
-def _kill_hook(event: str, count: int) -> None:
-    at, _, sig = os.environ.get(KILL_HOOK_ENV, "").partition(":SIG")
-    if at == f"{event}:{count}":
-        os.kill(os.getpid(), getattr(signal, "SIG" + sig) if sig else signal.SIGKILL)
 
 
 # ---- the preparation -------------------------------------------------------------------------------------------------
@@ -210,16 +198,13 @@ def prepare_shards(
 
     state_path = out_dir / STATE_NAME
     writers: dict[str, ShardWriter] = {}
-    pool, bar, checkpoints, batches_seen = None, None, 0, 0
+    pool, bar = None, None
 
     def checkpoint(position) -> None:
-        nonlocal checkpoints
         for w in writers.values():
             w.sync()
         state.update(position=list(position), splits={s: w.state() for s, w in writers.items()})
         write_json_atomic(state_path, state)
-        checkpoints += 1
-        _kill_hook("publish", checkpoints)
         if any([w.publish() for w in writers.values()]):
             fsync_path(out_dir)
         for s in sources[: position[0]]:  # read to its end and checkpointed: a download is no longer needed
@@ -250,8 +235,6 @@ def prepare_shards(
                 bar.update(int(mask.size), sum(len(w.shards) for w in writers.values()))
                 if stopped:
                     break
-                batches_seen += 1
-                _kill_hook("batch", batches_seen)
                 due = time.perf_counter() - last_checkpoint > CHECKPOINT_SECONDS
                 if due or any(w.pending for w in writers.values()):
                     checkpoint(batch.end)
