@@ -81,6 +81,12 @@ def test_a_utf16_file_is_refused_with_the_conversion_to_make(tmp_path):
         pieces(tmp_path / "a.txt")
 
 
+def test_a_jsonl_file_that_is_not_utf8_is_a_data_error(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(json.dumps({"text": "café"}).replace("é", "\\u00e9").encode() + b"\n\xe9\n")
+    with pytest.raises(DataError, match="a.jsonl is not UTF-8"):
+        pieces(tmp_path / "a.jsonl")
+
+
 def test_prepared_data_from_bom_files_holds_no_bom_tokens(tmp_path):
     for i in range(4):
         (tmp_path / "in" / f"{i}.txt").parent.mkdir(exist_ok=True)

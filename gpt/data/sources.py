@@ -254,6 +254,13 @@ def _text_pieces(path: Path, chunk_chars: int) -> Iterator[Piece]:
 
 # ---- JSON lines and Parquet ------------------------------------------------------------------------------------------
 def _jsonl_pieces(path: Path, text_column: str) -> Iterator[Piece]:
+    try:
+        yield from _jsonl_lines(path, text_column)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 ({e.reason}); JSON lines must be UTF-8, convert it first") from None
+
+
+def _jsonl_lines(path: Path, text_column: str) -> Iterator[Piece]:
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark before the first line is dropped
         for i, line in enumerate(f):
             if not line.strip():
