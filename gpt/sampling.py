@@ -42,7 +42,7 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < float("inf"):  # also rejects NaN
-            raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {self.temperature}")
+            raise ValueError(f"temperature must be >= 0 and finite (0 means greedy), got {self.temperature}")
         k = self.top_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {k!r}")

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     # Checked before anything heavy is imported, so a typo fails in a fraction of a second.
     if not 0 <= args.temperature < float("inf"):
-        p.error(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+        p.error(f"--temperature must be >= 0 and finite (0 = greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         p.error(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:

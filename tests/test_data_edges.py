@@ -232,3 +232,27 @@ def test_a_copied_document_cannot_land_in_both_splits(tmp_path):
     val = enc.decode(read_split(tmp_path / "out", "val").tolist())
     assert meta["train"]["documents"] + meta["val"]["documents"] == 4
     assert val == "<|endoftext|>" + texts[3] and texts[3] not in train
+
+
+def test_copies_of_a_document_inside_multi_document_files_share_its_split(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, docs in (
+        ("a.txt", ["doc A0.", "shared doc."]),
+        ("b.txt", ["shared doc.", "doc B1.", "doc B2.", "doc B3."]),
+    ):
+        (folder / name).write_text("<|endoftext|>\n".join(d + "\n" for d in docs), encoding="utf-8")
+    rows = [json.dumps({"text": t}) for t in ("doc B2.\n", "doc C.\n")]  # a copy in another format, and a new one
+    (folder / "c.jsonl").write_text("\n".join(rows), encoding="utf-8")
+    srcs = [Source.local(p) for p in list_source_files([folder])]
+    meta = prepare_shards(srcs, tmp_path / "out", val_fraction=0.5, progress=False)
+    # by hand, every 2nd new document to val: A0 train, shared val, (its copy val), B1 train, B2 val, B3 train,
+    # (B2's copy val), C val. Without the rule the copy of "shared" would be document 2: train.
+    enc = get_tokenizer()
+
+    def docs(split):
+        return [d for d in enc.decode(read_split(tmp_path / "out", split).tolist()).split("<|endoftext|>") if d]
+
+    assert docs("train") == ["doc A0.\n", "doc B1.\n", "doc B3.\n"]
+    assert docs("val") == ["shared doc.\n", "shared doc.\n", "doc B2.\n", "doc B2.\n", "doc C.\n"]
+    assert meta["train"]["documents"] == 3 and meta["val"]["documents"] == 5

@@ -75,7 +75,7 @@ def test_a_temperature_near_zero_is_greedy_with_no_inf_or_nan(t):
 def test_a_huge_temperature_is_uniform_over_the_tokens_with_finite_logits(t):
     probs = SamplingParams(temperature=t).probs(torch.tensor([[1.0, 3.0, -50.0, float("-inf")]]))
     torch.testing.assert_close(probs, torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0.0]]))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="must be >= 0 and finite"):
         SamplingParams(temperature=float("inf"))
 
 

@@ -10,7 +10,10 @@ gpt/data/shards.py.
 
 The split is by document, so no text appears in both halves, and it is deterministic: document i (in reading order)
 goes to val exactly when floor((i + 1)·f) > floor(i·f), i.e. every (1/f)-th document, until the val split holds
-val_tokens tokens (when given); then every document goes to train. max_tokens stops before the first document that
+val_tokens tokens (when given); then every document goes to train. With local inputs, a document with the same text
+as an earlier one (a copy in another file: a hash of its text) goes to the same split as that one and takes no place
+in the count, so a duplicated document cannot be in both halves. (Hub corpora come deduplicated; remembering each of
+their millions of documents would make the saved state huge.) max_tokens stops before the first document that
 starts once that many tokens are written.
 """
 
@@ -79,6 +82,7 @@ def _start_state(out_dir: Path, settings: dict, n_sources: int) -> dict:
             "settings": settings, "position": [0, 0], "documents": 0, "doc_split": None, "tokens": 0,
             "counts": {s: {"tokens": 0, "documents": 0} for s in SPLITS}, "val_documents": [],
             "splits": {s: new_split_state() for s in SPLITS}, "source_bytes": [None] * n_sources, "done": False,
+            "document_splits": {},
         }  # fmt: skip
     state = read_json(path)
     if state.get("settings") != settings:
@@ -93,14 +97,20 @@ def _assign_splits(batch: Batch, lengths: list[int], state: dict, cfg: dict) -> 
     """Each piece's split (True = val) in reading order, updating the counts; stops (True) before the first document
     that starts once max_tokens tokens are written. Returns the flags of the pieces to keep."""
     counts, is_val = state["counts"], []
-    for start, n, name in zip(batch.starts, lengths, batch.names):
+    seen = state.setdefault("document_splits", {})  # document key → its split (a state from before has none)
+    for start, n, name, key in zip(batch.starts, lengths, batch.names, batch.keys):
         if start:
             if cfg["max_tokens"] is not None and state["tokens"] >= cfg["max_tokens"]:
                 return np.array(is_val, dtype=bool), True
-            val = is_val_document(state["documents"], cfg["val_fraction"])
-            val = val and (cfg["val_tokens"] is None or counts["val"]["tokens"] < cfg["val_tokens"])
+            if key in seen:  # a copy of an earlier document: the same split, and no place in the count
+                val = seen[key] == "val"
+            else:
+                val = is_val_document(state["documents"], cfg["val_fraction"])
+                val = val and (cfg["val_tokens"] is None or counts["val"]["tokens"] < cfg["val_tokens"])
+                state["documents"] += 1
+                if key is not None:
+                    seen[key] = "val" if val else "train"
             state["doc_split"] = "val" if val else "train"
-            state["documents"] += 1
             counts[state["doc_split"]]["documents"] += 1
             if val:
                 state["val_documents"].append(name)
@@ -222,8 +232,9 @@ def prepare_shards(
             if processes > 1:
                 pool = start_workers(processes)
             fetcher = Fetcher(sources, prefetch=max_tokens is None)  # a slice may need only the first file
+            local = not any(s.fetch for s in sources)  # remember documents' keys (see the module docstring)
             batches = read_batches(
-                sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"]
+                sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"], local
             )
             last_checkpoint = time.perf_counter()
             for batch, tokens, lengths in encoded(batches, pool, 2 * processes):
