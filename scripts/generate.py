@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="compile the decode step (slow first call, faster after)")
     args = p.parse_args(argv)
     # Checked before anything heavy is imported, so a typo fails in a fraction of a second.
-    if not args.temperature >= 0:
-        p.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if not 0 <= args.temperature < float("inf"):
+        p.error(f"--temperature must be >= 0 and finite (0 = greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         p.error(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.num_samples < 1:
         p.error(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.prompt == "-":
-        args.prompt = sys.stdin.buffer.read().decode("utf-8")
+        args.prompt = sys.stdin.buffer.read().decode("utf-8-sig")  # -sig: a byte-order mark (Notepad) is no text
     if not args.prompt:
         p.error('the prompt is empty; pass some text with --prompt "..." (or pipe it in with --prompt -)')
     if args.weights is None:

@@ -115,7 +115,7 @@ def read_file(task: str, path: Path) -> list:
         if task == "wikitext":
             return split_wikitext_articles(_read_wikitext(path))
         rows = []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (a file saved by Notepad) is no text
             for i, line in enumerate(f, 1):
                 if line.strip():
                     rows.append(_check_row(task, json.loads(line), i))
@@ -127,9 +127,9 @@ def read_file(task: str, path: Path) -> list:
 
 def _read_wikitext(path: Path) -> str:
     if path.suffix != ".zip":
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     with zipfile.ZipFile(path) as z:
-        return z.read(WIKITEXT_MEMBER).decode("utf-8")  # KeyError when the member is missing
+        return z.read(WIKITEXT_MEMBER).decode("utf-8-sig")  # KeyError when the member is missing
 
 
 def _check_row(task: str, row: dict, line: int) -> dict:
