@@ -107,7 +107,7 @@ def generate_stream(
          prompts (lists or 1-D tensors of ids, any lengths), left-padded here.
     temperature 0 is greedy; top_k / top_p restrict sampling (gpt/sampling.py); generator makes it reproducible.
     use_cache=False recomputes the whole window every step (the reference the tests compare with).
-    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled; None → eager.
+    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled where that pays; None → eager.
     slide: tokens dropped from the window when it reaches the context length (module docstring).
     Raises ValueError on a bad argument, before any compute.
 
@@ -122,6 +122,8 @@ def generate_stream(
     if not 1 <= slide <= ctx:
         raise ValueError(f"slide must be in [1, context_length={ctx}], got {slide}")
     device = next(model.parameters()).device
+    if decoder is not None and not decoder.compiles(device.type):
+        decoder = None  # compiling would not pay on this device (gpt/fast_decode.py: compile_helps): decode eagerly
     seq, T, pads = prompt_buffer(idx, max_new_tokens, prompt_lengths, device)  # (B, T + max_new_tokens)
     if max_new_tokens == 0:
         return

@@ -109,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         log(f"error: {e}")
         return 2
-    model = prepare_for_decoding(model, compile=args.compile)
     decoder = CompiledDecoder() if args.compile else None  # one for all samples: compiled once
+    compiled = decoder is not None and decoder.compiles(device.type)
+    if args.compile and not compiled:
+        log(f"--compile: not faster than eager on this {device.type} (gpt/fast_decode.py: compile_helps); eager")
+    model = prepare_for_decoding(model, compile=compiled)  # the weight layout that path streams fastest
     enc = get_tokenizer()
     if model.config.vocab_size < enc.n_vocab:
         log(f"error: the model's vocabulary ({model.config.vocab_size}) is smaller than GPT-2's ({enc.n_vocab})")

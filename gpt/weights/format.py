@@ -123,15 +123,30 @@ def read_each_tensor(path: str | Path, transform: Callable, device: str | torch.
     return out
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> GPT:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, layout: str = "decode"
+) -> GPT:
     """Load a saved GPT in eval mode, holding one copy of the weights: the model is built on the meta device
-    (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it."""
+    (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it.
+
+    layout "decode" (default): lay the weights out for generate() with gpt.fast_decode.prepare_for_decoding — on a
+    CPU in fp32 each Linear weight is stored column-major (same values, names and shapes; ≈1.3× faster decoding,
+    for one copy of the weights at load). The model still trains: an optimizer built afterwards keeps its state in
+    the same layout (gpt.train.configure_optimizer restores the plain one first). "plain": the file's layout."""
+    if layout not in ("decode", "plain"):
+        raise ValueError(f"layout must be 'decode' or 'plain', got {layout!r}")
     path = resolve_weights_path(path)
     config = read_config(path)
     dtype = get_dtype(dtype) if dtype is not None else None
     with torch.device("meta"):
         model = GPT(config)
-    if dtype is None and torch.device(device).type == "cpu":
+    cpu_fp32 = torch.device(device).type == "cpu" and dtype in (None, torch.float32) and _file_is_fp32(path)
+    if layout == "decode" and cpu_fp32:
+        # The decode layout (gpt/fast_decode.py): each matrix but the position table copied column-major as it is
+        # read, its mapped pages released after (read_each_tensor); vectors and wpe stay zero-copy views.
+        col = lambda t: t.t().contiguous().t() if t.dim() == 2 and t.size(0) != config.context_length else t
+        state = read_each_tensor(path, col, device)
+    elif dtype is None and torch.device(device).type == "cpu":
         # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
         # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
         with safe_open(str(path), framework="pt") as f:
@@ -146,6 +161,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
         raise ValueError(f"{path} does not match its own config: missing {missing}, unexpected {unexpected}")
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
     return model.eval()
+
+
+def _file_is_fp32(path: Path) -> bool:
+    """Whether the file's first tensor is float32 (our files hold one dtype)."""
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        return bool(keys) and f.get_slice(keys[0]).get_dtype() == "F32"
 
 
 # ---- OpenAI's and Hugging Face's checkpoints → our state dict, and back --------------------------------------------
