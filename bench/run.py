@@ -1,20 +1,23 @@
 #!/usr/bin/env python
 """Every benchmark in one command, ours side by side with Hugging Face in the same run; writes
-bench/results/<machine>.md (tables), .png (chart) and .json (raw numbers).
+bench/results/<machine>.md (tables, and issue 15's goals each marked met / not met), .png (chart) and .json.
 
     python bench/run.py                        # the CPU suite: ≈ 10 minutes on 2 cores (566 s here), more the
                                                #   first time, while torch.compile fills its cache
     python bench/run.py --quick                # 3 repeats, no compiled decode
     python bench/run.py --device cuda          # on a GPU: training at T=1024 (bf16, compiled), CUDA-graph decode
-    python bench/run.py --only decode train    # some sections: peak, decode, train, load, data
+    python bench/run.py --only decode train    # some sections: peak, decode, train, threads, load, data
     python bench/run.py --smoke                # tiny shapes, a minute: checks the harness (tests/test_bench.py)
 
 Sections (each a function below, each timing after warm-up and reporting medians over repeats):
-  peak    the machine's matmul FLOP/s in bf16 and fp32 (the MFU denominator), measured here, now;
+  peak    the machine's matmul FLOP/s in bf16 and fp32 (the MFU denominator): per dtype the best of a sweep of the
+          training step's own matmul shapes and large squares, measured here, now;
   decode  generate() vs transformers' generate(): batch 1 and 8, fp32 and bf16, eager and compiled (bench/generate.py);
   train   GPT-2 124M training steps vs GPT2LMHeadModel with the same fused AdamW, bf16 autocast and fp32, with MFU
           against the measured peak, and on a GPU against the datasheet's (989 TFLOP/s bf16 for H100/H200)
           (bench/train.py);
+  threads the tiny training run quiet and beside another busy program, with torch's default thread count and with
+          gpt.utils.cpu_threads's (bench/threads.py);
   load    converting 124M-shaped OpenAI and HF checkpoints, and loading the result: time and peak RSS
           (bench/load_memory.py; needs TensorFlow for the OpenAI-layout fixture);
   data    scripts/prepare_data.py's throughput on the embedded corpus in MB/s of text, against tiktoken encoding the
@@ -45,11 +48,12 @@ import torch
 import train as bench_train  # bench/train.py
 from goals import check_goals, markdown_goals  # bench/goals.py
 from machine import environment, machine_name  # bench/machine.py
+from threads import markdown_threads, measure_threads  # bench/threads.py
 
 from gpt import GPTConfig
 from gpt.train import device_peak_flops
 
-SECTIONS = ("peak", "decode", "train", "load", "data")
+SECTIONS = ("peak", "decode", "train", "threads", "load", "data")
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 SMOKE_CONFIG = GPTConfig(vocab_size=512, context_length=64, n_layer=2, n_head=2, n_embd=64)
 
@@ -217,6 +221,8 @@ def markdown(env: dict, results: dict) -> str:
                   f"{r['tokens_per_sec'] / hf[r['dtype']]:.2f} | {fmt_mfu(r, 'mfu_measured_peak')} | "
                   f"{fmt_mfu(r, 'mfu_datasheet')} |"]  # fmt: skip
         L += [""]
+    if "threads" in results:
+        L += markdown_threads(results["threads"])
     if "load" in results:
         import load_memory
 
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         torch.set_float32_matmul_precision("high")  # TF32, as scripts/pretrain.py sets on GPUs
-        args.only = [s for s in args.only if s not in ("load", "data")]  # CPU-side work: run those without --device
+        args.only = [s for s in args.only if s not in ("threads", "load", "data")]  # CPU-side: run without --device
 
     if args.smoke:
         args.only = [s for s in args.only if s != "load"]  # 124M-shaped files only: a minute, not a smoke test
@@ -338,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             results["decode"] = run_decode(args)
         elif section == "train":
             results["train"] = run_train(args, results.get("peak"))
+        elif section == "threads":
+            results["threads"] = measure_threads(seconds=1.0 if args.smoke else 6.0, smoke=args.smoke, log=log)
         elif section == "load":
             results["load"] = run_load(args)
         elif section == "data":

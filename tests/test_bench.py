@@ -21,7 +21,7 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     r = run_bench("--smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     md = out.read_text()
-    for heading in ("## Matmul peak", "## Decode", "## Training", "## Data preparation"):
+    for heading in ("## Matmul peak", "## Decode", "## Training", "## CPU threads", "## Data preparation"):
         assert heading in md
     assert f"| torch / transformers / python | {torch.__version__}" in md
     data = json.loads(out.with_suffix(".json").read_text())
@@ -38,6 +38,10 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
                                                          ("ours", "fp32")}  # fmt: skip
     assert all(0 < r["mfu_measured_peak"] for r in train)
     assert res["data"]["ours_mb_s"] > 0 and res["data"]["tiktoken_mb_s"] > 0
+    # the peak is the best of the shape sweep, and every goal the run measured is marked met or not met
+    assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values())
+    assert all(r["quiet_tok_s"] > 0 and r["busy_tok_s"] > 0 for r in res["threads"]["rows"])
+    assert "## Goals (issue 15)" in md and "× HF generate" in md and "beside a busy process" in md
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob("*.tmp"))  # written atomically: no leftovers
 
