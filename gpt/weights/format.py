@@ -143,9 +143,12 @@ def load_model(
     cpu_fp32 = torch.device(device).type == "cpu" and dtype in (None, torch.float32) and _file_is_fp32(path)
     if layout == "decode" and cpu_fp32:
         # The decode layout (gpt/fast_decode.py): each matrix but the position table copied column-major as it is
-        # read, its mapped pages released after (read_each_tensor); vectors and wpe stay zero-copy views.
-        col = lambda t: t.t().contiguous().t() if t.dim() == 2 and t.size(0) != config.context_length else t
-        state = read_each_tensor(path, col, device)
+        # read; vectors and wpe stay zero-copy views of the mapped file.
+        with safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+        for key, t in state.items():
+            if t.dim() == 2 and key != "transformer.wpe.weight":
+                state[key] = read_column_major(path, key)
     elif dtype is None and torch.device(device).type == "cpu":
         # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
         # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
@@ -161,6 +164,18 @@ def load_model(
         raise ValueError(f"{path} does not match its own config: missing {missing}, unexpected {unexpected}")
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
     return model.eval()
+
+
+def read_column_major(path: Path, key: str, rows_per_read: int = 4096) -> torch.Tensor:
+    """A 2-D tensor of a safetensors file, (rows, cols) stored column-major, read a block of rows at a time with the
+    file mapped only for that block: peak memory is the copy plus one block, not the copy plus the mapped tensor."""
+    with safe_open(str(path), framework="pt") as f:
+        rows, cols = f.get_slice(key).get_shape()
+    out = torch.empty(cols, rows).t()  # (rows, cols), column-major
+    for i in range(0, rows, rows_per_read):
+        with safe_open(str(path), framework="pt") as f:
+            out[i : i + rows_per_read] = f.get_slice(key)[i : i + rows_per_read]
+    return out
 
 
 def _file_is_fp32(path: Path) -> bool:
