@@ -3,6 +3,7 @@
     model = load_model(path)                                   # fp32 on a CPU: already in the fast layout
     ids = generate(model, idx, 100, temperature=0)
     decoder = CompiledDecoder()                                # hold it: it owns compiled steps and caches
+    prepare_for_decoding(model, compile=decoder.compiles("cpu"))   # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
 - prepare_for_decoding(): stores each fp32 Linear weight column-major, for MKL's faster x @ W kernel. load_model

@@ -65,6 +65,17 @@ def test_load_model_then_generate_is_fast_and_equals_hf_greedy(hf_dir, hf_refere
     assert torch.equal(generate(plain, idx, 24, temperature=0), ours)
 
 
+def test_a_bf16_file_loaded_as_fp32_gets_the_decode_layout(tmp_path):
+    m = sharp_model().to(torch.bfloat16)
+    path = save_model(m, tmp_path / "bf16.safetensors")
+    loaded = load_model(path, dtype="float32")
+    w = loaded.transformer.h[1].mlp.c_proj.weight
+    assert w.dtype == torch.float32 and w.t().is_contiguous() and not w.is_contiguous()
+    for name, t in m.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], t.float()), name
+    assert loaded.transformer.h[0].ln_1.bias.dtype == torch.float32
+
+
 def train_two_steps(model, opt, x):
     model.train()
     for _ in range(2):

@@ -140,16 +140,19 @@ def load_model(
     dtype = get_dtype(dtype) if dtype is not None else None
     with torch.device("meta"):
         model = GPT(config)
-    cpu_fp32 = torch.device(device).type == "cpu" and dtype in (None, torch.float32) and _file_is_fp32(path)
+    on_cpu = torch.device(device).type == "cpu"
+    cpu_fp32 = on_cpu and (dtype == torch.float32 or (dtype is None and _file_is_fp32(path)))
     if layout == "decode" and cpu_fp32:
         # The decode layout (gpt/fast_decode.py): each matrix but the position table copied column-major as it is
         # read; vectors and wpe stay zero-copy views of the mapped file.
         with safe_open(str(path), framework="pt") as f:
             state = {key: f.get_tensor(key) for key in f.keys()}
         for key, t in state.items():
+            if t.is_floating_point():
+                state[key] = t.float()  # a no-op for an fp32 file
             if t.dim() == 2 and key != "transformer.wpe.weight":
                 state[key] = read_column_major(path, key)
-    elif dtype is None and torch.device(device).type == "cpu":
+    elif dtype is None and on_cpu:
         # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
         # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
         with safe_open(str(path), framework="pt") as f:
@@ -167,11 +170,11 @@ def load_model(
 
 
 def read_column_major(path: Path, key: str, rows_per_read: int = 4096) -> torch.Tensor:
-    """A 2-D tensor of a safetensors file, (rows, cols) stored column-major, read a block of rows at a time with the
+    """A 2-D tensor of a safetensors file as float32, (rows, cols) stored column-major, read a block of rows at a time with the
     file mapped only for that block: peak memory is the copy plus one block, not the copy plus the mapped tensor."""
     with safe_open(str(path), framework="pt") as f:
         rows, cols = f.get_slice(key).get_shape()
-    out = torch.empty(cols, rows).t()  # (rows, cols), column-major
+    out = torch.empty(cols, rows, dtype=torch.float32).t()  # (rows, cols), column-major; copies below convert
     for i in range(0, rows, rows_per_read):
         with safe_open(str(path), framework="pt") as f:
             out[i : i + rows_per_read] = f.get_slice(key)[i : i + rows_per_read]
