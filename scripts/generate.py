@@ -100,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from gpt import generate_stream
     from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
     from gpt.tokenizer import EOT_ID, get_tokenizer, stream_decode
-    from gpt.utils import get_device, get_dtype
+    from gpt.utils import cpu_threads, get_device, get_dtype
     from gpt.weights import load_model
 
     try:
         device = get_device(args.device)
+        if device.type == "cpu":  # threads only on the cores other programs leave free (GPT_THREADS=N chooses)
+            torch.set_num_threads(cpu_threads())
         model = load_model(args.weights, device=device, dtype=get_dtype(args.dtype))
     except (ValueError, FileNotFoundError) as e:
         log(f"error: {e}")

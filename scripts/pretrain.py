@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
     else:  # threads only on the cores other programs leave free (gpt/utils.py; GPT_THREADS=N chooses)
-        torch.set_num_threads(cpu_threads(dinfo.world_size))
+        try:
+            torch.set_num_threads(cpu_threads(dinfo.world_size))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
