@@ -15,7 +15,8 @@
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
-  On a CPU with AMX it decodes eagerly instead (compile_helps()): there the compiled loop lost to eager.
+  On a CPU with AMX, or at batch > 1 on a CPU, it decodes eagerly instead (compile_helps()): there the compiled
+  step lost to eager.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
 the same weights; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is bound
@@ -53,19 +54,21 @@ def cpu_flags() -> frozenset[str]:
 
 
 @functools.cache
-def compile_helps(device_type: str = "cpu") -> bool:
-    """Whether CompiledDecoder compiles the decode step on this device type, or decodes eagerly instead.
+def compile_helps(device_type: str = "cpu", batch_size: int = 1) -> bool:
+    """Whether CompiledDecoder compiles the decode step on this device type at this batch size, or decodes eagerly.
 
-    CUDA: always (CUDA graphs). CPU: not where the CPU has AMX (Intel Sapphire Rapids and later): there oneDNN's
-    bf16 kernels and MKL's fp32 ones already stream weights as fast as the compiled loops, which measured no faster
-    than eager (issue 15: fp32 compiled 1.01× HF vs eager 1.23×). Decided by the CPU's flags alone — the same answer
-    every time on one machine, no timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
+    CUDA: always (CUDA graphs). CPU: batch 1 only, and not where the CPU has AMX (Intel Sapphire Rapids and later).
+    With AMX, oneDNN's bf16 kernels and MKL's fp32 ones already stream weights as fast as the compiled loops, which
+    measured no faster than eager (issue 15: fp32 compiled 1.01× HF vs eager 1.23×). At batch 8 the rows go to
+    MKL/oneDNN either way and compiled bf16 lost to eager (bench/results/cpu-amd-epyc-2t.md: 1.95× vs 2.54× HF).
+    Decided by the CPU's flags and the batch size alone — the same answer every time on one machine, no timing
+    involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
     forced = os.environ.get(COMPILE_ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
     if device_type != "cpu":
         return True
-    return not {"amx_bf16", "amx_tile"} & cpu_flags()
+    return batch_size == 1 and not {"amx_bf16", "amx_tile"} & cpu_flags()
 
 
 def uses_column_major(model: GPT, compile: bool = False) -> bool:
@@ -142,9 +145,10 @@ class CompiledDecoder:
         self._steps: dict[str, object] = {}  # device type → compiled _decode_static
         self._caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {shape key: KVCache}
 
-    def compiles(self, device_type: str) -> bool:
-        """Whether this decoder compiles the step on this device type; False → generate() decodes eagerly."""
-        return compile_helps(device_type) if self._compile is None else self._compile
+    def compiles(self, device_type: str, batch_size: int = 1) -> bool:
+        """Whether this decoder compiles the step on this device type and batch size; False → generate() decodes
+        eagerly."""
+        return compile_helps(device_type, batch_size) if self._compile is None else self._compile
 
     def cache(self, model: GPT, batch_size: int, max_len: int) -> KVCache:
         """A KVCache of at least max_len slots (rounded up to CACHE_ROUNDING, at most the context length), in the

@@ -122,12 +122,12 @@ def generate_stream(
     if not 1 <= slide <= ctx:
         raise ValueError(f"slide must be in [1, context_length={ctx}], got {slide}")
     device = next(model.parameters()).device
-    if decoder is not None and not decoder.compiles(device.type):
-        decoder = None  # compiling would not pay on this device (gpt/fast_decode.py: compile_helps): decode eagerly
     seq, T, pads = prompt_buffer(idx, max_new_tokens, prompt_lengths, device)  # (B, T + max_new_tokens)
     if max_new_tokens == 0:
         return
     B = seq.size(0)
+    if decoder is not None and not decoder.compiles(device.type, B):
+        decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None

@@ -114,7 +114,8 @@ def test_compile_choice_is_deterministic_and_follows_cpu_features(monkeypatch):
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu") == first  # chosen the same way twice, no timing involved
     assert first == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())
-    assert fast_decode.compile_helps("cuda")
+    assert not fast_decode.compile_helps("cpu", 8)  # batched rows go to MKL / oneDNN either way
+    assert fast_decode.compile_helps("cuda") and fast_decode.compile_helps("cuda", 8)
     for forced in ("0", "1"):
         monkeypatch.setenv(fast_decode.COMPILE_ENV, forced)
         fast_decode.compile_helps.cache_clear()
