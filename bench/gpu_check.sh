@@ -16,6 +16,10 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
+if ! command -v "$PY" > /dev/null; then
+    echo "error: no '$PY' on PATH; activate the project's environment or set PYTHON=/path/to/python" >&2
+    exit 2
+fi
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "error: bench/gpu_check.sh needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False);" \
          "run it on a GPU machine with a CUDA build of torch" >&2
@@ -37,12 +41,12 @@ step() {  # step NAME SECONDS COMMAND...: run it with a time limit, its output t
 }
 
 # 1. the main command, 100 steps (gradient accumulation as configured: 65,536 tokens a step)
-step pretrain 150 "$PY" scripts/pretrain.py --out-dir "$OUT/pretrain" --data-dir "$OUT/data" --max-steps 100 \
+step pretrain 120 "$PY" scripts/pretrain.py --out-dir "$OUT/pretrain" --data-dir "$OUT/data" --max-steps 100 \
     --eval-interval 50 --eval-iters 10 --ckpt-interval 100 --tensorboard false --wandb-mode disabled --progress false
 # 2. the benchmark suite against Hugging Face
-step bench 150 "$PY" bench/run.py --device cuda --repeats 3 --out "$OUT/bench/gpu.md"
+step bench 190 "$PY" bench/run.py --device cuda --repeats 3 --out "$OUT/bench/gpu.md"
 # 3. generation through the CLI, CUDA-graph decode step
-step generate 45 "$PY" scripts/generate.py --weights "$OUT/pretrain" --prompt "ROMEO:" --max-new-tokens 200 \
+step generate 40 "$PY" scripts/generate.py --weights "$OUT/pretrain" --prompt "ROMEO:" --max-new-tokens 200 \
     --temperature 0 --compile --device cuda
 # 4. evaluation on the GPU (the fixtures repeated to the real sets' sizes, unless the real ones are here)
 EVAL_DATA=data/eval
@@ -65,7 +69,7 @@ PYEOF
 fi
 WEIGHTS=weights/gpt2-124M.safetensors
 [ -f "$WEIGHTS" ] || WEIGHTS="$OUT/pretrain"
-step evaluate 60 "$PY" scripts/evaluate.py --weights "$WEIGHTS" --tasks hellaswag,lambada --data-dir "$EVAL_DATA" \
+step evaluate 55 "$PY" scripts/evaluate.py --weights "$WEIGHTS" --tasks hellaswag,lambada --data-dir "$EVAL_DATA" \
     --no-download --limit 200 --device cuda --dtype bfloat16 --quiet --out "$OUT/evaluate.json"
 # 5. the CUDA-only tests
 step pytest 75 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py
