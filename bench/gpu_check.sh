@@ -20,7 +20,11 @@ if ! command -v "$PY" > /dev/null; then
     echo "error: no '$PY' on PATH; activate the project's environment or set PYTHON=/path/to/python" >&2
     exit 2
 fi
-if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    echo "error: $PY cannot import torch; activate the project's environment or set PYTHON=/path/to/python" >&2
+    exit 2
+fi
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "error: bench/gpu_check.sh needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False);" \
          "run it on a GPU machine with a CUDA build of torch" >&2
     exit 2
