@@ -2,10 +2,12 @@
 report, and bad requests fail clearly. The speed numbers themselves are measured by running it, not by tests."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +68,14 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
 def test_unknown_section_is_rejected():
     r = run_bench("--only", "everything")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_gpu_check_without_a_gpu_is_one_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: bench/gpu_check.sh would run for minutes")
+    env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "check")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "CUDA GPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "check").exists()  # nothing written
