@@ -165,7 +165,9 @@ def measure_decode(
                 # the default path a user takes: load_model (which lays the weights out for decoding), then
                 # generate(); "compiled" is CompiledDecoder(), which decodes eagerly where compiling does not pay
                 m = load_model(path, device=device, dtype=name)
-                if use_compile and CompiledDecoder().compiles(torch.device(device).type, batch_size):
+                if use_compile and CompiledDecoder().compiles(
+                    torch.device(device).type, batch_size, m.lm_head.weight.dtype
+                ):
                     prepare_for_decoding(m, compile=True)
                 variants[f"ours {name} {'compiled' if use_compile else 'eager'}"] = (name, ours(m, use_compile))
 

@@ -3,7 +3,7 @@
     model = load_model(path)                                   # fp32 on a CPU: already in the fast layout
     ids = generate(model, idx, 100, temperature=0)
     decoder = CompiledDecoder()                                # hold it: it owns compiled steps and caches
-    prepare_for_decoding(model, compile=decoder.compiles("cpu"))   # the compiled CPU step reads rows: plain layout
+    prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
 - prepare_for_decoding(): stores each fp32 Linear weight column-major, for MKL's faster x @ W kernel. load_model
@@ -15,8 +15,8 @@
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
-  On a CPU with AMX, or at batch > 1 on a CPU, it decodes eagerly instead (compile_helps()): there the compiled
-  step lost to eager.
+  On a CPU at batch > 1, or with AMX and fp32 weights, it decodes eagerly instead (compile_helps()): there the
+  compiled step lost to eager.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
 the same weights; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is bound
@@ -24,7 +24,7 @@ by streaming the weights (495 MB a token in fp32). Eager fp32 in the column-majo
 ≈ 2.3× HF in fp32 and ≈ 3.7× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per weight
 instead of MKL's matrix-vector kernel, which streams fp32 at two thirds of that rate and bf16 at half. The first
 call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core Intel Sapphire Rapids (AMX,
-issue 15) the compiled step was no faster than eager (fp32 1.01× HF vs eager 1.23×): hence compile_helps().
+issue 15) the compiled fp32 step was no faster than eager (1.01× HF vs eager 1.23×): hence compile_helps().
 """
 
 from __future__ import annotations
@@ -54,21 +54,23 @@ def cpu_flags() -> frozenset[str]:
 
 
 @functools.cache
-def compile_helps(device_type: str = "cpu", batch_size: int = 1) -> bool:
-    """Whether CompiledDecoder compiles the decode step on this device type at this batch size, or decodes eagerly.
+def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether CompiledDecoder compiles the decode step for this device type, batch size and weight dtype, or
+    generate() decodes eagerly instead — so that compiling is never the slower choice.
 
-    CUDA: always (CUDA graphs). CPU: batch 1 only, and not where the CPU has AMX (Intel Sapphire Rapids and later).
-    With AMX, oneDNN's bf16 kernels and MKL's fp32 ones already stream weights as fast as the compiled loops, which
-    measured no faster than eager (issue 15: fp32 compiled 1.01× HF vs eager 1.23×). At batch 8 the rows go to
-    MKL/oneDNN either way and compiled bf16 lost to eager (bench/results/cpu-amd-epyc-2t.md: 1.95× vs 2.54× HF).
-    Decided by the CPU's flags and the batch size alone — the same answer every time on one machine, no timing
-    involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
+    CUDA: always (CUDA graphs). CPU: batch 1 only — at batch 8 the rows go to MKL / oneDNN either way, and compiled
+    bf16 lost to eager (bench/results/cpu-amd-epyc-2t.md: 1.95× vs 2.54× HF). And on a CPU with AMX (Intel Sapphire
+    Rapids and later) bf16 weights only: there MKL's fp32 kernel streams as fast as the compiled loop (issue 15,
+    2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29× vs eager 0.98×).
+    Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
+    timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
     forced = os.environ.get(COMPILE_ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
     if device_type != "cpu":
         return True
-    return batch_size == 1 and not {"amx_bf16", "amx_tile"} & cpu_flags()
+    amx = bool({"amx_bf16", "amx_tile"} & cpu_flags())
+    return batch_size == 1 and (not amx or dtype == torch.bfloat16)
 
 
 def uses_column_major(model: GPT, compile: bool = False) -> bool:
@@ -145,10 +147,10 @@ class CompiledDecoder:
         self._steps: dict[str, object] = {}  # device type → compiled _decode_static
         self._caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {shape key: KVCache}
 
-    def compiles(self, device_type: str, batch_size: int = 1) -> bool:
-        """Whether this decoder compiles the step on this device type and batch size; False → generate() decodes
-        eagerly."""
-        return compile_helps(device_type, batch_size) if self._compile is None else self._compile
+    def compiles(self, device_type: str, batch_size: int = 1, dtype: torch.dtype = torch.float32) -> bool:
+        """Whether this decoder compiles the step for this device type, batch size and weight dtype; False →
+        generate() decodes eagerly."""
+        return compile_helps(device_type, batch_size, dtype) if self._compile is None else self._compile
 
     def cache(self, model: GPT, batch_size: int, max_len: int) -> KVCache:
         """A KVCache of at least max_len slots (rounded up to CACHE_ROUNDING, at most the context length), in the

@@ -126,7 +126,7 @@ def generate_stream(
     if max_new_tokens == 0:
         return
     B = seq.size(0)
-    if decoder is not None and not decoder.compiles(device.type, B):
+    if decoder is not None and not decoder.compiles(device.type, B, next(model.parameters()).dtype):
         decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens

@@ -113,8 +113,9 @@ def test_compile_choice_is_deterministic_and_follows_cpu_features(monkeypatch):
     first = fast_decode.compile_helps("cpu")
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu") == first  # chosen the same way twice, no timing involved
-    assert first == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())
-    assert not fast_decode.compile_helps("cpu", 8)  # batched rows go to MKL / oneDNN either way
+    assert first == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())  # fp32: compiled unless AMX
+    assert fast_decode.compile_helps("cpu", 1, torch.bfloat16)  # bf16 at batch 1: compiled everywhere
+    assert not fast_decode.compile_helps("cpu", 8, torch.bfloat16)  # batched rows go to MKL / oneDNN either way
     assert fast_decode.compile_helps("cuda") and fast_decode.compile_helps("cuda", 8)
     for forced in ("0", "1"):
         monkeypatch.setenv(fast_decode.COMPILE_ENV, forced)
