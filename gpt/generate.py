@@ -107,7 +107,7 @@ def generate_stream(
          prompts (lists or 1-D tensors of ids, any lengths), left-padded here.
     temperature 0 is greedy; top_k / top_p restrict sampling (gpt/sampling.py); generator makes it reproducible.
     use_cache=False recomputes the whole window every step (the reference the tests compare with).
-    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled; None → eager.
+    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled where that pays; None → eager.
     slide: tokens dropped from the window when it reaches the context length (module docstring).
     Raises ValueError on a bad argument, before any compute.
 
@@ -126,6 +126,8 @@ def generate_stream(
     if max_new_tokens == 0:
         return
     B = seq.size(0)
+    if decoder is not None and not decoder.compiles(device.type, B, next(model.parameters()).dtype):
+        decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None

@@ -57,6 +57,33 @@ def num_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
 
 
+THREADS_ENV = "GPT_THREADS"  # CPU threads for scripts/pretrain.py and scripts/generate.py; overrides cpu_threads()
+
+
+def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None = None) -> int:
+    """Threads for each of `processes` processes doing CPU work: GPT_THREADS (or OMP_NUM_THREADS) when set, else
+    the CPUs this process may run on (os.sched_getaffinity), less those other programs keep busy (the 1-minute
+    load average, this process not counted), shared among `processes`; at least 1. load / cpus: given, or read
+    from the machine. Raises ValueError on a malformed GPT_THREADS / OMP_NUM_THREADS.
+
+    Why: torch's OpenMP threads wait for each other at every op. With as many threads as cores beside another
+    busy process, each op waits for whichever thread the OS has just descheduled, and a tiny training run fell
+    from ≈3,000 to 200-500 tokens/s (issue 15); with threads only on the free cores it keeps about its fair share
+    (bench/run.py --only threads measures both). The load average lags a minute behind: set GPT_THREADS to choose."""
+    for env in (THREADS_ENV, "OMP_NUM_THREADS"):
+        forced = os.environ.get(env, "").strip()
+        if forced:
+            if not forced.isdigit() or int(forced) < 1:
+                raise ValueError(f"{env} must be a whole number >= 1, got {forced!r}")
+            return int(forced)
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0  # minus ourselves
+    free = cpus - int(load + 0.5)
+    return max(1, min(cpus, free) // max(1, processes))
+
+
 def progress_bar(**kwargs):
     """A tqdm bar: the notebook widget inside Jupyter when ipywidgets is installed, otherwise the text bar (which
     also works in Jupyter). tqdm.auto alone would print a TqdmWarning in a notebook without ipywidgets."""

@@ -100,17 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     from gpt import generate_stream
     from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
     from gpt.tokenizer import EOT_ID, get_tokenizer, stream_decode
-    from gpt.utils import get_device, get_dtype
+    from gpt.utils import cpu_threads, get_device, get_dtype
     from gpt.weights import load_model
 
     try:
         device = get_device(args.device)
+        if device.type == "cpu":  # threads only on the cores other programs leave free (GPT_THREADS=N chooses)
+            torch.set_num_threads(cpu_threads())
         model = load_model(args.weights, device=device, dtype=get_dtype(args.dtype))
     except (ValueError, FileNotFoundError) as e:
         log(f"error: {e}")
         return 2
-    model = prepare_for_decoding(model, compile=args.compile)
     decoder = CompiledDecoder() if args.compile else None  # one for all samples: compiled once
+    compiled = decoder is not None and decoder.compiles(device.type, 1, get_dtype(args.dtype))
+    if args.compile and not compiled:
+        log(f"--compile: not faster than eager on this {device.type} (gpt/fast_decode.py: compile_helps); eager")
+    model = prepare_for_decoding(model, compile=compiled)  # the weight layout that path streams fastest
     enc = get_tokenizer()
     if model.config.vocab_size < enc.n_vocab:
         log(f"error: the model's vocabulary ({model.config.vocab_size}) is smaller than GPT-2's ({enc.n_vocab})")

@@ -60,7 +60,7 @@ from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained
 from gpt.train.signals import stop_on_signal
 from gpt.train.tracking import Tracker
-from gpt.utils import progress_bar, set_seed
+from gpt.utils import cpu_threads, progress_bar, set_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("gloo")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
+    else:  # threads only on the cores other programs leave free (gpt/utils.py; GPT_THREADS=N chooses)
+        try:
+            torch.set_num_threads(cpu_threads(dinfo.world_size))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
