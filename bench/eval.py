@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run(cmd, env=env_vars, stdout=subprocess.DEVNULL).returncode:
             print("error: lm-evaluation-harness failed (above); pip install -r requirements-dev.txt", file=sys.stderr)
             return 1
-        harness = json.loads((Path(tmp) / "harness.json").read_text())
+        harness = json.loads((Path(tmp) / "harness.json").read_text(encoding="utf-8"))
     r["lm_eval"] = harness["lm_eval"]
     r["harness_s"] = harness["seconds"]
     r["harness_acc"], r["harness_acc_norm"] = (harness["results"]["hellaswag"][k] for k in ("acc", "acc_norm"))
@@ -137,4 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

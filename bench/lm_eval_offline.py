@@ -96,4 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # gpt/, from the repository root
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

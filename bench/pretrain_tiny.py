@@ -33,7 +33,7 @@ def run_tiny(
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
     wall = time.time() - t0
-    with open(ROOT / out_dir / "metrics.jsonl") as f:
+    with open(ROOT / out_dir / "metrics.jsonl", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     val = [(r["step"], r["val/loss"], r["time"]) for r in records if "val/loss" in r]
     first_hit = next(((s, v, t - t0) for s, v, t in val if v <= target), None)
@@ -69,4 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

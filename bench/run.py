@@ -58,7 +58,7 @@ SMOKE_CONFIG = GPTConfig(vocab_size=512, context_length=64, n_layer=2, n_head=2,
 # ---- the machine ---------------------------------------------------------------------------------------------------
 def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -69,7 +69,7 @@ def cpu_model() -> str:
 def cpu_flags() -> str:
     """The matmul-relevant instruction sets this CPU has (they decide what bf16 costs)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return ""
     flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-json", metavar="JSON", help="measure nothing: rewrite the .md and .png of a saved .json")
     args = p.parse_args(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
+        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         env, results = saved["environment"], saved["results"]
         out = Path(args.out) if args.out else Path(args.from_json).with_suffix(".md")
         write_atomic(out, markdown(env, results))
@@ -391,4 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def utf8_stdio() -> None:
+    """Make stdout and stderr write UTF-8 whatever the locale or console encoding (PYTHONIOENCODING=cp1252 on a
+    Windows console, LC_ALL=C's ASCII): messages ("→", "·") and GPT-2's text hold any character. A character
+    UTF-8 cannot write (a lone surrogate from undecodable argv bytes) comes out as a backslash escape, not an error.
+    Every script in scripts/ and bench/ calls this first."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a TextIOWrapper (not a notebook's or a test's replacement stream)
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
 def set_seed(seed: int) -> None:
@@ -66,6 +78,15 @@ def progress_bar(**kwargs):
     except ImportError:
         from tqdm import tqdm
     return tqdm(**kwargs)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write UTF-8 text to `path` through a temp file + os.replace: a crash leaves the old file or the new one,
+    never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def fsync_path(path) -> None:

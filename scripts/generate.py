@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             eos_id=EOT_ID,
             generator=generator,
             decoder=decoder,
+            n_vocab=enc.n_vocab,  # ids past the tokenizer's (a model with vocab_size 50304) are never sampled
         )
 
         new_ids = []
@@ -161,4 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

@@ -59,7 +59,7 @@ from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained
 from gpt.train.signals import stop_on_signal
 from gpt.train.tracking import Tracker
-from gpt.utils import progress_bar, set_seed
+from gpt.utils import atomic_write_text, progress_bar, set_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = None
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         tracker = Tracker(
             run_dir, cfg.to_dict(), run_name=cfg.name, tensorboard=cfg.tensorboard, wandb_mode=cfg.wandb_mode,
             wandb_project=cfg.wandb_project, resume_step=start_step if saved is not None else None,
@@ -284,4 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     sys.exit(main())

@@ -26,6 +26,7 @@ import torch
 from gpt.model import GPT
 from gpt.utils import fsync_path
 from gpt.weights import load_model, save_model, unwrap_model
+from gpt.weights.format import latest_checkpoint_dir
 
 LATEST = "latest"
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
@@ -45,14 +46,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint `latest` points to, or None when the run has none yet."""
-    pointer = Path(run_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    if not (path / "state.pt").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
-    return path
+    """The checkpoint `latest` points to (or, when a crash or a hand edit left `latest` empty, garbled or naming
+    a checkpoint that is gone, the newest complete one), or None when the run has none yet."""
+    return latest_checkpoint_dir(run_dir, needs=("model.safetensors", "state.pt"))
 
 
 # ---- RNG states, as tensors and plain values (so weights_only loading accepts them) ----------------------------------
@@ -127,7 +123,7 @@ def save_checkpoint(
     else:
         os.replace(tmp, final)
     pointer_tmp = run_dir / f".{LATEST}.tmp{os.getpid()}"
-    pointer_tmp.write_text(name + "\n")
+    pointer_tmp.write_text(name + "\n", encoding="utf-8")
     fsync_path(pointer_tmp)
     os.replace(pointer_tmp, run_dir / LATEST)
     fsync_path(run_dir)
