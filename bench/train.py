@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gpt.utils import utf8_stdio
+    from gpt.utils import run_script
 
-    utf8_stdio()  # UTF-8 output whatever the console's encoding
-    sys.exit(main())
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

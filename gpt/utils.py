@@ -23,6 +23,31 @@ def utf8_stdio() -> None:
             stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
+def run_script(main) -> None:
+    """A script's entry point: utf8_stdio(), then sys.exit(main()). Ctrl-C (while loading, say: pretrain.py's
+    loop has its own handler that saves a checkpoint) ends in one line and exit code 130, not a traceback."""
+    utf8_stdio()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def utf8_text(value: str | bytes, what: str) -> str:
+    """value as text, or a ValueError naming `what` when it is not UTF-8: bytes (e.g. stdin) are decoded strictly;
+    a str from argv carries each undecodable byte as a lone surrogate (PEP 383), which no encoder can write later."""
+    raw = os.fsencode(value) if isinstance(value, str) else value  # a str: the bytes it was decoded from
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); convert it to UTF-8 first, "
+            "e.g. with iconv -f latin1 -t utf-8"
+        ) from None
+
+
 def set_seed(seed: int) -> None:
     """Seed every generator a run touches: Python, NumPy, torch CPU and all CUDA devices."""
     random.seed(seed)

@@ -60,8 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if args.num_samples < 1:
         p.error(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.prompt == "-":
-        args.prompt = sys.stdin.buffer.read().decode("utf-8")
+    from gpt.utils import utf8_text
+
+    try:
+        raw = sys.stdin.buffer.read() if args.prompt == "-" else args.prompt
+        args.prompt = utf8_text(raw, "the prompt on stdin" if args.prompt == "-" else "--prompt")
+    except ValueError as e:
+        p.error(str(e))
     if not args.prompt:
         p.error('the prompt is empty; pass some text with --prompt "..." (or pipe it in with --prompt -)')
     if args.weights is None:
@@ -162,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gpt.utils import utf8_stdio
+    from gpt.utils import run_script
 
-    utf8_stdio()  # UTF-8 output whatever the console's encoding
-    sys.exit(main())
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

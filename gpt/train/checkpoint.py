@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gpt.model import GPT
+from gpt.train.config import TrainConfig
 from gpt.utils import fsync_path
 from gpt.weights import load_model, save_model, unwrap_model
 from gpt.weights.format import latest_checkpoint_dir
@@ -145,6 +146,19 @@ def load_checkpoint_state(ckpt_dir: str | Path, map_location: str | torch.device
             )
         ckpt_dir = latest
     return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+
+
+def check_resumable(saved: TrainConfig, resumed: TrainConfig, run_dir: str | Path) -> None:
+    """Raise ValueError when the command line of a --resume changes what the checkpoint's weights are: the model's
+    shape (every GPTConfig field but dropout). Found before any weights are read, with the fix in the message."""
+    before, after = saved.model.to_dict(), resumed.model.to_dict()
+    changed = [k for k in before if k != "dropout" and before[k] != after[k]]
+    if changed:
+        diff = ", ".join(f"model.{k} {before[k]} → {after[k]}" for k in changed)
+        raise ValueError(
+            f"--resume continues the model saved in {run_dir}, but the command line changes its shape ({diff}); "
+            f"drop those flags, or start a new run from these weights with --init-from {run_dir} --out-dir NEW_DIR"
+        )
 
 
 def load_checkpoint_weights(ckpt_dir: str | Path, model: GPT) -> None:
