@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -105,6 +106,16 @@ def progress_bar(**kwargs):
     return tqdm(**kwargs)
 
 
+def read_json(path):
+    """The JSON value in a UTF-8 file; a truncated or garbled file (what a crash or a cut download leaves) is a
+    ValueError naming the file, not a bare JSONDecodeError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ValueError(f"{path} is not valid JSON ({e}); it may be truncated: write or download it again") from None
+
+
 def atomic_write_text(path, text: str) -> None:
     """Write UTF-8 text to `path` through a temp file + os.replace: a crash leaves the old file or the new one,
     never half of one."""
@@ -112,6 +123,18 @@ def atomic_write_text(path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def output_file_problem(path) -> str | None:
+    """Why a file cannot be written at `path` — a directory is there, or a parent is a file — or None; for
+    checking an output flag before hours of work are lost to it."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory; name a file (e.g. {path / path.name}.json)"
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, so {path} cannot be created under it"
+    return None
 
 
 def fsync_path(path) -> None:

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- resume: the run continues with the config saved in its checkpoint, plus what the command line changes --
     run_dir = cfg.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"error: the run directory {run_dir} is a file; pass another --out-dir (or --name)", file=sys.stderr)
+        return 1
     saved = None
     ckpt = latest_checkpoint(run_dir)
     if cfg.resume:
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- data: prepared token files, made from data_source the first time --------------------------------------------
     try:
+        if Path(cfg.data_dir).exists() and not Path(cfg.data_dir).is_dir():
+            raise DataError(f"data_dir {cfg.data_dir} is a file; pass a directory (prepared data, or where it goes)")
         if dinfo.local_rank == 0 and not is_prepared(cfg.data_dir):
             if not cfg.data_source:
                 raise DataError(f"no prepared data in {cfg.data_dir} and no data_source to prepare it from")
