@@ -147,6 +147,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_wandb_run_id(path: str | Path) -> str | None:
+    """The W&B run id saved in a run directory, or None when the file is missing, empty or garbled (a crash while
+    writing it): the resumed run then starts a new W&B run instead of failing."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+    return text if re.fullmatch(r"[0-9a-z]{1,64}", text) else None
+
+
 def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
@@ -192,9 +200,7 @@ class Tracker:
         import wandb
 
         id_file = self.run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text(encoding="utf-8", errors="replace").strip() if id_file.is_file() else ""
-        if not (resuming and re.fullmatch(r"[0-9a-z]{1,64}", run_id)):  # empty or garbled by a crash: a new W&B run
-            run_id = uuid.uuid4().hex[:12]
+        run_id = (read_wandb_run_id(id_file) if resuming else None) or uuid.uuid4().hex[:12]
         atomic_write_text(id_file, run_id + "\n")
         kwargs = dict(project=project, name=run_name, id=run_id, resume="allow", config=config, dir=str(self.run_dir),
                       settings=wandb.Settings(console="off", silent=True))  # fmt: skip
