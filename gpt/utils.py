@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import random
@@ -17,11 +18,23 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def utf8_stdio() -> None:
     """Make stdout and stderr write UTF-8 whatever the locale or console encoding (PYTHONIOENCODING=cp1252 on a
     Windows console, LC_ALL=C's ASCII): messages ("→", "·") and GPT-2's text hold any character. A character
-    UTF-8 cannot write (a lone surrogate from undecodable argv bytes) comes out as a backslash escape, not an error.
+    UTF-8 cannot write (a lone surrogate) comes out as the argv bytes it stands for, or as a backslash escape.
     Every script in scripts/ and bench/ calls this first."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a TextIOWrapper (not a notebook's or a test's replacement stream)
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+            stream.reconfigure(encoding="utf-8", errors="gpt-utf8-out")
+
+
+def _bytes_back_or_escape(err: UnicodeEncodeError):
+    """The error handler of utf8_stdio: a path or argument decoded with surrogateescape (argv under a C locale)
+    is written back as the bytes it came from, so "→" prints as "→"; any other unwritable character as \\uXXXX."""
+    try:
+        return codecs.lookup_error("surrogateescape")(err)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(err)
+
+
+codecs.register_error("gpt-utf8-out", _bytes_back_or_escape)
 
 
 def run_script(main) -> None:

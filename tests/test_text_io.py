@@ -8,7 +8,17 @@ locale, where Python's defaults would be cp1252/ASCII.
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from gpt import GPT, GPTConfig, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("gpt", "scripts", "bench")
@@ -78,3 +88,63 @@ def test_every_text_file_opened_in_the_package_scripts_and_bench_names_utf8():
         for line in text_io_without_encoding(path.read_text(encoding="utf-8"))
     ]
     assert offenders == [], "text I/O without encoding='utf-8' (issue 14, class 3): " + ", ".join(offenders)
+
+
+# A Windows console (cp1252 has no "→"), and a C locale with Python's UTF-8 mode and locale coercion off, so that
+# open() without encoding= would use ASCII: every message printed and every file written must survive both.
+NARROW = {"PYTHONIOENCODING": "cp1252", "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+TEXT = "naïve café → 日本語 😀"
+
+
+def run_narrow(script: str, *args, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    env = {**os.environ, **NARROW, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, str(ROOT / "scripts" / f"{script}.py"), *map(str, args)]
+    r = subprocess.run(cmd, input=stdin, capture_output=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr.decode("utf-8", errors="replace")[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, context_length=32))
+    return save_model(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def test_pretrain_prepares_trains_and_logs_under_a_narrow_console_and_locale(tmp_path):
+    run_dir, data_dir = tmp_path / "run", tmp_path / "prepared"
+    r = run_narrow(
+        "pretrain", "--data-source", "data/shakespeare", "--data-dir", data_dir, "--out-dir", run_dir,
+        "--force-cpu", "--no-compile", "--model", "tiny", "--model.n-layer", "1", "--model.n-embd", "32",
+        "--model.n-head", "2", "--model.context-length", "32", "--batch-size", "4", "--total-batch-tokens", "128",
+        "--max-steps", "2", "--eval-iters", "1", "--sample-prompt", TEXT, "--sample-tokens", "4",
+    )  # fmt: skip
+    assert "→" in r.stdout.decode("utf-8")  # "preparing data/shakespeare → ... (once)", in UTF-8
+    assert (data_dir / "meta.json").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    assert config["sample_prompt"] == TEXT
+    samples = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [s["samples/text"][: len(TEXT)] for s in samples if "samples/text" in s] == [TEXT, TEXT]
+
+
+def test_generate_echoes_and_continues_any_text_under_a_narrow_console(tiny_weights):
+    r = run_narrow("generate", "--weights", tiny_weights, "--prompt", "-", "--max-new-tokens", "5", "--seed", "0",
+                   stdin=TEXT.encode("utf-8"))  # fmt: skip
+    assert r.stdout.decode("utf-8").startswith(TEXT)
+
+
+def test_prepare_data_and_evaluate_under_a_narrow_console(tmp_path, tiny_weights):
+    (tmp_path / "in").mkdir()
+    for i in range(10):  # documents: one a file
+        (tmp_path / "in" / f"notes {i} →.txt").write_text((TEXT + "\n") * 20, encoding="utf-8")
+    r = run_narrow("prepare_data", tmp_path / "in", "--out-dir", tmp_path / "out →", "--no-progress")
+    assert "wrote" in r.stdout.decode("utf-8") and "→" in r.stdout.decode("utf-8")
+    assert json.loads((tmp_path / "out →" / "meta.json").read_text(encoding="utf-8"))["train"]["tokens"] > 0
+    out, eval_dir = tmp_path / "résultats →.json", tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "lambada_openai_test.jsonl").write_bytes(
+        (ROOT / "tests" / "fixtures" / "eval" / "lambada_openai_test_200.jsonl").read_bytes()
+    )
+    run_narrow("evaluate", "--weights", tiny_weights, "--tasks", "lambada", "--limit", "2", "--no-download",
+               "--data-dir", eval_dir, "--out", out, "--quiet")  # fmt: skip
+    assert json.loads(out.read_text(encoding="utf-8"))["results"]

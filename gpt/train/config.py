@@ -100,7 +100,7 @@ class TrainConfig:
             raise ValueError(f"need 0 <= min_lr ({self.min_lr}) <= learning_rate ({self.learning_rate})")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        utf8_text(self.sample_prompt, "sample_prompt")  # raises on bytes that are not UTF-8 (from argv)
+        self.sample_prompt = utf8_text(self.sample_prompt, "sample_prompt")  # argv's bytes as UTF-8, or an error
         if self.wandb_mode not in WANDB_MODES:
             raise ValueError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
         if self.dtype not in TRAIN_DTYPES:
