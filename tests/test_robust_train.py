@@ -2,9 +2,9 @@
 from (class 1), ids never cross between a model and a tokenizer of different vocabularies (class 2), what a crash
 leaves never blocks the restart (class 6), and a log file gets plain lines, not a progress bar (non-TTY output)."""
 
-import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from script_fixtures import load_main
 
 from gpt import GPT, GPTConfig, generate, save_model
-from gpt.data import prepare_data
 from gpt.tokenizer import get_tokenizer
 from gpt.train.checkpoint import latest_checkpoint, load_checkpoint_state
 from gpt.train.tracking import TensorBoardWriter, Tracker, read_metrics, read_tensorboard_scalars, read_wandb_run_id
@@ -33,17 +33,12 @@ TINY = [*QUIET, "--model", "tiny", "--model.n-layer", "1", "--model.n-head", "2"
 
 @pytest.fixture(scope="module")
 def pretrain():
-    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_main("pretrain")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_data([ROOT / "data" / "shakespeare"], out, val_fraction=0.1, progress=False)
-    return out
+@pytest.fixture
+def data_dir(shakespeare_prepared):
+    return shakespeare_prepared
 
 
 def tiny_weights(path: Path, **config) -> Path:
@@ -167,6 +162,24 @@ def test_resume_after_a_partial_metrics_line(pretrain, data_dir, tmp_path):
     lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]  # every line is whole again
     assert sorted(r["step"] for r in records if "train/loss" in r) == [1, 2, 3, 4]
+
+
+def test_a_damaged_checkpoint_is_one_error_line_and_deleting_it_resumes_from_the_one_before(
+    pretrain, data_dir, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run), "--max-steps", "2", "--ckpt-interval", "1"]
+    assert pretrain(args) == 0
+    state = run / "step_000002" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # a disk that lost the end of the file
+    capsys.readouterr()
+    assert pretrain(["--resume", "--out-dir", str(run), "--max-steps", "3"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [err.strip()] and "state.pt is damaged" in err and "delete" in err
+    shutil.rmtree(run / "step_000002")  # as the message says; `latest` now names a checkpoint that is gone
+    assert pretrain(["--resume", "--out-dir", str(run), "--max-steps", "3"]) == 0
+    assert "resuming at step 1/3" in capsys.readouterr().out
+    assert load_checkpoint_state(run)["step"] == 3
 
 
 def test_read_metrics_skips_what_a_crash_leaves(tmp_path):

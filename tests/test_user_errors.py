@@ -3,7 +3,6 @@ script × the inputs users get wrong — paths that do not exist, files where di
 files, bad numbers, text that is not UTF-8. Run in-process through each script's main(argv) (an exception that
 escapes main is the traceback a user would see), and in a subprocess where the bytes of argv or stdin matter."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_fixtures import load_main
 
 from gpt import GPT, GPTConfig, save_model
-from gpt.data import prepare_data
 from gpt.utils import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,15 +23,8 @@ PRETRAIN = ["--force-cpu", "--no-compile", "--no-progress", "--wandb-mode", "dis
             "--max-steps", "1"]  # fmt: skip
 
 
-def load_main(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, shakespeare_prepared):
     """Paths the cases refer to by name: {tiny} weights, a {bad} weights file, an {empty} directory, a {file},
     {prepared} data, a {latin1} text folder, an OpenAI folder with a {truncated} hparams.json, a {missing} path."""
     d = tmp_path_factory.mktemp("inputs")
@@ -45,9 +37,9 @@ def files(tmp_path_factory):
     (d / "latin1" / "a.txt").write_bytes(b"caf\xe9 au lait\n")
     (d / "openai").mkdir()
     (d / "openai" / "hparams.json").write_text('{"n_vocab": 50257, "n_ctx"', encoding="utf-8")
-    prepare_data([ROOT / "data" / "shakespeare"], d / "prepared", val_fraction=0.1, progress=False)
-    paths |= {"bad": d / "bad.safetensors", "empty": d / "empty", "file": d / "file.txt", "prepared": d / "prepared",
-              "latin1": d / "latin1", "truncated": d / "openai", "missing": d / "no" / "such", "tmp": d}  # fmt: skip
+    paths |= {"bad": d / "bad.safetensors", "empty": d / "empty", "file": d / "file.txt", "latin1": d / "latin1",
+              "truncated": d / "openai", "missing": d / "no" / "such", "tmp": d}  # fmt: skip
+    paths["prepared"] = shakespeare_prepared
     return {k: str(v) for k, v in paths.items()}
 
 

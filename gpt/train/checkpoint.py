@@ -14,6 +14,7 @@ complete checkpoint. state.pt loads with torch.load(weights_only=True): tensors 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -145,7 +146,13 @@ def load_checkpoint_state(ckpt_dir: str | Path, map_location: str | torch.device
                 f"{ckpt_dir} is neither a checkpoint directory nor a run with a `latest` checkpoint"
             )
         ckpt_dir = latest
-    return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+    try:
+        return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # truncated or overwritten after it was written
+        raise ValueError(
+            f"{ckpt_dir / 'state.pt'} is damaged ({type(e).__name__}: {str(e)[:200]}); delete {ckpt_dir} "
+            "to resume from the newest checkpoint before it"
+        ) from None
 
 
 def check_resumable(saved: TrainConfig, resumed: TrainConfig, run_dir: str | Path) -> None:
