@@ -11,7 +11,8 @@
 Every TrainConfig field (gpt/train/config.py) is a flag (gpt/train/cli.py): --max-steps 50, --model.n-layer 2,
 --no-compile; --help lists them all. Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`,
 metrics.jsonl, loss.png, TensorBoard event files (tensorboard --logdir runs) and an offline W&B run
-(wandb sync runs/<name>/wandb/offline-*).
+(wandb sync runs/<name>/wandb/offline-*). On a terminal a progress bar shows loss, tok/s and ETA; in a log file
+(nohup, tmux with a log, CI) a plain line every --log-interval steps does.
 """
 
 import sys
