@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- device: the CUDA guard --------------------------------------------------------------------------------------
     try:
         device = resolve_device(cfg, dinfo.local_rank)
-    except CudaGuardError as e:
+    except (CudaGuardError, ValueError) as e:  # ValueError: a device name torch does not know
         print(f"error: {e}", file=sys.stderr)
         return 1
     if dinfo.ddp:  # launched by torchrun: one process per GPU (nccl), or per CPU worker (gloo)

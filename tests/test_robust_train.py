@@ -4,6 +4,7 @@ leaves never blocks the restart (class 6), and a log file gets plain lines, not 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from script_fixtures import load_main
 
 from gpt import GPT, GPTConfig, generate, save_model
 from gpt.tokenizer import get_tokenizer
+from gpt.train import TrainConfig
 from gpt.train.checkpoint import latest_checkpoint, load_checkpoint_state
 from gpt.train.tracking import TensorBoardWriter, Tracker, read_metrics, read_tensorboard_scalars, read_wandb_run_id
 from gpt.weights import resolve_weights_path
@@ -247,3 +249,14 @@ def test_a_log_file_gets_one_plain_line_per_logged_step(data_dir, tmp_path):
     assert [line.split(" · ")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]
     for line in lines:
         assert all(key in line for key in ("loss ", "lr ", "tok/s", "ETA ")), line
+
+
+# ---- config files as users write them --------------------------------------------------------------------------------
+def test_yaml_numbers_without_a_dot_are_floats_and_wrong_types_are_named():
+    cfg = TrainConfig.from_yaml("learning_rate: 6e-4\nmin_lr: 6e-5\n")  # YAML 1.1 reads both as strings
+    assert (cfg.learning_rate, cfg.min_lr) == (6e-4, 6e-5)
+    cases = [("max_steps: ten", "max_steps must be int, got 'ten'"), ("compile: 3", "compile must be bool"),
+             ("seq_len: 1.5", "seq_len must be int or null"), ("learning_rate: fast", "must be float")]  # fmt: skip
+    for text, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TrainConfig.from_yaml(text)

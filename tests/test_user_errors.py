@@ -40,6 +40,10 @@ def files(tmp_path_factory, shakespeare_prepared):
     paths |= {"bad": d / "bad.safetensors", "empty": d / "empty", "file": d / "file.txt", "latin1": d / "latin1",
               "truncated": d / "openai", "missing": d / "no" / "such", "tmp": d}  # fmt: skip
     paths["prepared"] = shakespeare_prepared
+    for name, text in (("yaml_syntax", "model: {preset: tiny\n"), ("yaml_type", "max_steps: ten\n"),
+                       ("yaml_list", "- max_steps\n- 3\n")):  # fmt: skip
+        paths[name] = d / f"{name}.yaml"
+        paths[name].write_text(text, encoding="utf-8")
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -72,6 +76,10 @@ CASES = [
     ("pretrain", [*PRETRAIN, "--learning-rate", "fast"], "invalid float value"),
     ("pretrain", [*PRETRAIN, "--sample-prompt", NOT_UTF8], "sample_prompt is not UTF-8 text"),
     ("pretrain", ["--resume", "--out-dir", "{empty}"], "holds no checkpoint"),
+    ("pretrain", [*PRETRAIN, "--device", "tpu", "--out-dir", "{tmp}/r6"], "unknown device 'tpu'"),
+    ("pretrain", ["--config", "{yaml_syntax}"], "is not valid YAML"),
+    ("pretrain", ["--config", "{yaml_type}"], "max_steps must be int, got 'ten'"),
+    ("pretrain", ["--config", "{yaml_list}"], "a config is a mapping of TrainConfig fields"),
     # evaluate.py
     ("evaluate", ["--weights", "{missing}"], "no weights at"),
     ("evaluate", ["--weights", "{bad}", "--tasks", "lambada", "--data-dir", "tests/fixtures/eval"], "could not load"),

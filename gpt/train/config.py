@@ -10,6 +10,7 @@ The command line that builds one (flags, --config FILE, --help from the field co
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Raises ValueError on an unknown field or a value of the wrong type (max_steps: "ten" in a YAML file)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config is a mapping of TrainConfig fields (max_steps: 50, ...), got {d!r:.80}")
+        hints, d = typing.get_type_hints(cls), dict(d)
+        for name, value in d.items():
+            types = tuple(t for t in typing.get_args(hints.get(name)) or (hints.get(name),) if isinstance(t, type))
+            if name == "model" or not types:
+                continue
+            if float in types and isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
+                try:
+                    d[name] = value = float(value)
+                except ValueError:
+                    pass
+            ok = isinstance(value, types + ((int,) if float in types else ())) and not (
+                isinstance(value, bool) and bool not in types
+            )
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ValueError(f"{name} must be {names}, got {value!r}")
         return build_dataclass(cls, d)
 
     def to_yaml(self) -> str:
@@ -136,7 +156,12 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found; the shipped ones are in configs/")
-        return cls.from_yaml(path.read_text(encoding="utf-8"))
+        import yaml
+
+        try:
+            return cls.from_yaml(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def model_config_from(value: str | dict[str, Any]) -> GPTConfig:
