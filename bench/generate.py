@@ -247,4 +247,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-json", metavar="JSON", help="measure nothing: rewrite the .md and .png of a saved .json")
     args = p.parse_args(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
+        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         env, results = saved["environment"], saved["results"]
         out = Path(args.out) if args.out else Path(args.from_json).with_suffix(".md")
         write_atomic(out, markdown(env, results))
@@ -362,4 +362,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

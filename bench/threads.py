@@ -84,5 +84,8 @@ def markdown_threads(t: dict) -> list[str]:
 
 
 if __name__ == "__main__":
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()
     sys.path.insert(0, str(ROOT / "bench"))
     print("\n".join(markdown_threads(measure_threads())))

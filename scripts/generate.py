@@ -60,8 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if args.num_samples < 1:
         p.error(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.prompt == "-":
-        args.prompt = sys.stdin.buffer.read().decode("utf-8-sig")  # -sig: a byte-order mark (Notepad) is no text
+    from gpt.utils import utf8_text
+
+    try:
+        raw = sys.stdin.buffer.read() if args.prompt == "-" else args.prompt
+        args.prompt = utf8_text(raw, "the prompt on stdin" if args.prompt == "-" else "--prompt")
+    except ValueError as e:
+        p.error(str(e))
     if not args.prompt:
         p.error('the prompt is empty; pass some text with --prompt "..." (or pipe it in with --prompt -)')
     if args.weights is None:
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             eos_id=EOT_ID,
             generator=generator,
             decoder=decoder,
+            n_vocab=enc.n_vocab,  # ids past the tokenizer's (a model with vocab_size 50304) are never sampled
         )
 
         new_ids = []
@@ -166,4 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -38,4 +38,4 @@ def _seed():
 
 
 # session-scoped OpenAI / Hugging Face weight fixtures, built once for all test files
-pytest_plugins = ["weights_fixtures"]
+pytest_plugins = ["weights_fixtures", "script_fixtures"]

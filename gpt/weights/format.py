@@ -10,6 +10,7 @@ load_model also accepts a training checkpoint directory (step_000500/ holding mo
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,21 @@ def unwrap_model(model: torch.nn.Module) -> GPT:
             return model
 
 
+def latest_checkpoint_dir(run_dir: str | Path, needs: tuple[str, ...] = ("model.safetensors",)) -> Path | None:
+    """The checkpoint directory a run directory's `latest` file names (gpt/train/checkpoint.py writes both).
+    Checkpoints are renamed into place whole, so when `latest` is empty, garbled or names a checkpoint that is
+    gone (what a crash, a full disk or a hand edit can leave), the newest step_NNNNNN directory holding the files
+    in `needs` is the answer. None when the run has no such checkpoint."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / "latest"
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.is_file() else ""
+    complete = lambda d: all((d / f).is_file() for f in needs)
+    if re.fullmatch(r"step_\d{6,}", name) and complete(run_dir / name):
+        return run_dir / name
+    found = [d for d in run_dir.glob("step_*") if re.fullmatch(r"step_\d{6,}", d.name) and complete(d)]
+    return max(found, key=lambda d: int(d.name[5:]), default=None)
+
+
 def resolve_weights_path(path: str | Path) -> Path:
     """A .safetensors file as given; a checkpoint dir → its model.safetensors; a run dir → its `latest` checkpoint."""
     path = Path(path)
@@ -78,9 +94,9 @@ def resolve_weights_path(path: str | Path) -> Path:
     if path.is_dir():
         if (path / "model.safetensors").is_file():
             return path / "model.safetensors"
-        if (path / "latest").is_file():
-            name = (path / "latest").read_text().strip()
-            return resolve_weights_path(path / name)
+        ckpt = latest_checkpoint_dir(path)
+        if ckpt is not None:
+            return ckpt / "model.safetensors"
         raise FileNotFoundError(
             f"{path} is a directory with neither model.safetensors nor a `latest` checkpoint pointer; "
             "pass a .safetensors file, a checkpoint directory or a run directory"
