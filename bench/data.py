@@ -38,7 +38,7 @@ B, T = 16, 1024  # loader batch: 16 windows of 1024 tokens per step
 def rss_mb() -> float:
     """Resident set size of this process (Linux /proc; psutil elsewhere)."""
     try:
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", encoding="utf-8") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
     except FileNotFoundError:
         import psutil
@@ -111,7 +111,7 @@ def make_token_set(folder: Path, tokens: int, shard_tokens: int = 100_000_000) -
     meta = {"tokenizer_sha256": TOKENIZER_SHA256, "train": {"tokens": tokens, "documents": 0},
             "val": {"tokens": 4096, "documents": 0},
             "shards": {"train": shards, "val": [{"file": "val_000000.bin", "tokens": 4096, "sha256": ""}]}}  # fmt: skip
-    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder
 
 
@@ -204,9 +204,11 @@ def main() -> int:
             results["loader"] = bench_loader(tokens, steps, Path(tmp))
     print(report(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run(cmd, env=env_vars, stdout=subprocess.DEVNULL).returncode:
             print("error: lm-evaluation-harness failed (above); pip install -r requirements-dev.txt", file=sys.stderr)
             return 1
-        harness = json.loads((Path(tmp) / "harness.json").read_text())
+        harness = json.loads((Path(tmp) / "harness.json").read_text(encoding="utf-8"))
     r["lm_eval"] = harness["lm_eval"]
     r["harness_s"] = harness["seconds"]
     r["harness_acc"], r["harness_acc_norm"] = (harness["results"]["hellaswag"][k] for k in ("acc", "acc_norm"))
@@ -137,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

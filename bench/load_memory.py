@@ -30,7 +30,7 @@ TARGET_RATIO = 1.2
 # ---- memory probes (Linux /proc; ru_maxrss elsewhere) ------------------------------------------------------------
 def _status_kb(field: str) -> int | None:
     try:
-        for line in open("/proc/self/status"):
+        for line in open("/proc/self/status", encoding="utf-8"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
@@ -57,7 +57,7 @@ def reset_peak() -> None:
     """Linux: restart the high-water mark at the current RSS (writing 5 to clear_refs), so the peak measured next
     belongs to the work that follows, not to imports."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
             f.write("5")
     except OSError:
         pass
@@ -142,7 +142,7 @@ def make_openai_checkpoint(directory: Path) -> Path:
                    check=True, capture_output=True)  # fmt: skip
     arrays.unlink()
     hparams = {"n_vocab": V, "n_ctx": T, "n_embd": C, "n_head": 12, "n_layer": L}
-    (directory / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
+    (directory / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n", encoding="utf-8")
     for name in ("encoder.json", "vocab.bpe"):
         (directory / name).write_bytes((_package_bpe_dir() / name).read_bytes())
     return directory
@@ -193,11 +193,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":  # (prints ASCII JSON; imports nothing before measuring)
         kind, *args = sys.argv[2:]
         result = _child_convert(*args) if kind == "convert" else _child_load(args[0], args[1] or None)
         print(json.dumps(result))
         sys.exit(0)
+    from gpt.utils import utf8_stdio
+
+    utf8_stdio()  # UTF-8 output whatever the console's encoding
     p = argparse.ArgumentParser(description="conversion time and peak memory of loading 124M-shaped weights")
     p.add_argument("--sources", nargs="+", choices=("openai", "hf"), default=["openai", "hf"])
     p.add_argument("--workdir", help="where the ~1.5 GB of temporary files go (default: the system temp dir)")

@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import argparse
-import json
 import shutil
 import subprocess
 import time
+
+from gpt.train.tracking import read_metrics
 
 
 def run_tiny(
@@ -33,8 +34,7 @@ def run_tiny(
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
     wall = time.time() - t0
-    with open(ROOT / out_dir / "metrics.jsonl") as f:
-        records = [json.loads(line) for line in f]
+    records = read_metrics(ROOT / out_dir / "metrics.jsonl")
     val = [(r["step"], r["val/loss"], r["time"]) for r in records if "val/loss" in r]
     first_hit = next(((s, v, t - t0) for s, v, t in val if v <= target), None)
     train_tok_s = [r["train/tokens_per_sec"] for r in records if "train/tokens_per_sec" in r]
@@ -69,4 +69,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -1,20 +1,23 @@
 #!/usr/bin/env python
 """Every benchmark in one command, ours side by side with Hugging Face in the same run; writes
-bench/results/<machine>.md (tables), .png (chart) and .json (raw numbers).
+bench/results/<machine>.md (tables, and issue 15's goals each marked met / not met), .png (chart) and .json.
 
     python bench/run.py                        # the CPU suite: ≈ 10 minutes on 2 cores (566 s here), more the
                                                #   first time, while torch.compile fills its cache
     python bench/run.py --quick                # 3 repeats, no compiled decode
     python bench/run.py --device cuda          # on a GPU: training at T=1024 (bf16, compiled), CUDA-graph decode
-    python bench/run.py --only decode train    # some sections: peak, decode, train, load, data
+    python bench/run.py --only decode train    # some sections: peak, decode, train, threads, load, data
     python bench/run.py --smoke                # tiny shapes, a minute: checks the harness (tests/test_bench.py)
 
 Sections (each a function below, each timing after warm-up and reporting medians over repeats):
-  peak    the machine's matmul FLOP/s in bf16 and fp32 (the MFU denominator), measured here, now;
+  peak    the machine's matmul FLOP/s in bf16 and fp32 (the MFU denominator): per dtype the best of a sweep of the
+          training step's own matmul shapes and large squares, measured here, now;
   decode  generate() vs transformers' generate(): batch 1 and 8, fp32 and bf16, eager and compiled (bench/generate.py);
   train   GPT-2 124M training steps vs GPT2LMHeadModel with the same fused AdamW, bf16 autocast and fp32, with MFU
           against the measured peak, and on a GPU against the datasheet's (989 TFLOP/s bf16 for H100/H200)
           (bench/train.py);
+  threads the tiny training run quiet and beside another busy program, with torch's default thread count and with
+          gpt.utils.cpu_threads's (bench/threads.py);
   load    converting 124M-shaped OpenAI and HF checkpoints, and loading the result: time and peak RSS
           (bench/load_memory.py; needs TensorFlow for the OpenAI-layout fixture);
   data    scripts/prepare_data.py's throughput on the embedded corpus in MB/s of text, against tiktoken encoding the
@@ -33,11 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
 import tempfile
@@ -46,75 +46,34 @@ import time
 import generate as bench_generate  # bench/generate.py
 import torch
 import train as bench_train  # bench/train.py
+from goals import check_goals, markdown_goals  # bench/goals.py
+from machine import environment, machine_name  # bench/machine.py
+from threads import markdown_threads, measure_threads  # bench/threads.py
 
 from gpt import GPTConfig
 from gpt.train import device_peak_flops
 
-SECTIONS = ("peak", "decode", "train", "load", "data")
+SECTIONS = ("peak", "decode", "train", "threads", "load", "data")
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 SMOKE_CONFIG = GPTConfig(vocab_size=512, context_length=64, n_layer=2, n_head=2, n_embd=64)
 
 
-# ---- the machine ---------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    """The matmul-relevant instruction sets this CPU has (they decide what bf16 costs)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return " ".join(f for f in wanted if f in flags)
-
-
-def machine_name(device: str) -> str:
-    """A file name for this machine: the GPU model on CUDA, else the CPU model and the thread count."""
-    if device.startswith("cuda"):
-        raw = torch.cuda.get_device_name(torch.device(device))
-    else:
-        raw = f"cpu {cpu_model()} {torch.get_num_threads()}t"
-    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
-
-
-def environment(device: str) -> dict:
-    env = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
-    }
-    try:
-        import transformers
-
-        env["transformers"] = transformers.__version__
-    except ImportError:
-        env["transformers"] = None
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-        env["cuda"] = torch.version.cuda
-    return env
-
-
 # ---- sections ------------------------------------------------------------------------------------------------------
 def run_peak(args) -> dict:
-    n = 256 if args.smoke else None
-    return {d: bench_train.measure_matmul_peak(dt, n=n, repeats=args.repeats, device=args.device)
-            for d, dt in DTYPE_NAMES.items()}  # fmt: skip
+    """Per dtype: the best FLOP/s of a sweep of the training step's own matmul shapes and large squares."""
+    config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
+    B, T = train_shape(args)
+    shapes = bench_train.peak_shapes(config, B * T, args.device)
+    sweep = {d: bench_train.measure_matmul_peak(dt, shapes, repeats=args.repeats, device=args.device)
+             for d, dt in DTYPE_NAMES.items()}  # fmt: skip
+    return {**{d: max(s.values()) for d, s in sweep.items()}, "sweep": sweep}
+
+
+def train_shape(args) -> tuple[int, int]:
+    """(B, T) of the training section: tiny for --smoke, 16 × 1024 on a GPU, 4 × 256 on a CPU."""
+    if args.smoke:
+        return 2, 32
+    return (args.train_batch or 16, 1024) if args.device.startswith("cuda") else (args.train_batch or 4, 256)
 
 
 def run_decode(args) -> dict:
@@ -136,7 +95,7 @@ def run_decode(args) -> dict:
 def run_train(args, peaks: dict | None) -> dict:
     cuda = args.device.startswith("cuda")
     config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
-    B, T = (2, 32) if args.smoke else ((args.train_batch or 16, 1024) if cuda else (args.train_batch or 4, 256))
+    B, T = train_shape(args)
     dtypes = ("bf16",) if cuda else ("bf16", "fp32")  # fp32 is not how anyone trains on a GPU
     out = {"batch_size": B, "seq_len": T, "rows": [], "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M"}
     for d in dtypes:  # one dtype at a time: at most four models and their optimizer states in memory
@@ -221,10 +180,18 @@ def markdown(env: dict, results: dict) -> str:
     L += ["Medians over repeats after warm-up; ours and the peer alternate in each round, so background load hits "
           "both alike. Ratios measured side by side are the numbers to compare; absolute ones move with the machine's "
           "load.", ""]  # fmt: skip
+    L += markdown_goals(check_goals(results))
     if "peak" in results:
         p = results["peak"]
         L += ["## Matmul peak (measured in this run)", ""]
-        L += [f"bf16 {p['bf16'] / 1e12:.3f} TFLOP/s · fp32 {p['fp32'] / 1e12:.3f} TFLOP/s", ""]
+        L += [f"bf16 {p['bf16'] / 1e12:.3f} TFLOP/s · fp32 {p['fp32'] / 1e12:.3f} TFLOP/s: per dtype the best of a "
+              "sweep of the training step's own matmuls (M = B·T tokens) and large squares, the MFU denominator.",
+              ""]  # fmt: skip
+        if "sweep" in p:
+            L += ["| (M×K)·(K×N) | bf16 TFLOP/s | fp32 TFLOP/s |", "|---|---:|---:|"]
+            for shape in p["sweep"]["bf16"]:
+                L += [f"| {shape} | {p['sweep']['bf16'][shape] / 1e12:.3f} | {p['sweep']['fp32'][shape] / 1e12:.3f} |"]
+            L += [""]
     if "decode" in results:
         d = results["decode"]
         bw = d["bandwidth"]
@@ -254,6 +221,8 @@ def markdown(env: dict, results: dict) -> str:
                   f"{r['tokens_per_sec'] / hf[r['dtype']]:.2f} | {fmt_mfu(r, 'mfu_measured_peak')} | "
                   f"{fmt_mfu(r, 'mfu_datasheet')} |"]  # fmt: skip
         L += [""]
+    if "threads" in results:
+        L += markdown_threads(results["threads"])
     if "load" in results:
         import load_memory
 
@@ -336,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-json", metavar="JSON", help="measure nothing: rewrite the .md and .png of a saved .json")
     args = p.parse_args(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
+        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         env, results = saved["environment"], saved["results"]
         out = Path(args.out) if args.out else Path(args.from_json).with_suffix(".md")
         write_atomic(out, markdown(env, results))
@@ -352,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         torch.set_float32_matmul_precision("high")  # TF32, as scripts/pretrain.py sets on GPUs
-        args.only = [s for s in args.only if s not in ("load", "data")]  # CPU-side work: run those without --device
+        args.only = [s for s in args.only if s not in ("threads", "load", "data")]  # CPU-side: run without --device
 
     if args.smoke:
         args.only = [s for s in args.only if s != "load"]  # 124M-shaped files only: a minute, not a smoke test
@@ -375,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             results["decode"] = run_decode(args)
         elif section == "train":
             results["train"] = run_train(args, results.get("peak"))
+        elif section == "threads":
+            results["threads"] = measure_threads(seconds=1.0 if args.smoke else 6.0, smoke=args.smoke, log=log)
         elif section == "load":
             results["load"] = run_load(args)
         elif section == "data":
@@ -391,4 +362,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -1,26 +1,39 @@
 """Faster decoding, apart from the teaching loop in gpt/generate.py: the same tokens, computed another way.
 
-    model = prepare_for_decoding(model)                        # eager fp32 on a CPU: a faster weight layout
+    model = load_model(path)                                   # fp32 on a CPU: already in the fast layout
+    ids = generate(model, idx, 100, temperature=0)
     decoder = CompiledDecoder()                                # hold it: it owns compiled steps and caches
+    prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
-- prepare_for_decoding(): stores each fp32 Linear weight column-major, for MKL's faster x @ W kernel.
+- prepare_for_decoding(): stores each fp32 Linear weight column-major, for MKL's faster x @ W kernel. load_model
+  applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
+  place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
+  fused AdamW on a CPU silently computes wrong updates when its state's layout differs from the parameter's
+  (measured, torch 2.13); gpt.train.configure_optimizer puts the plain layout back before building its state.
 - CompiledDecoder: torch.compile of the one-token decode step with fixed shapes (the whole cache is read, masked),
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
+  On a CPU at batch > 1, or with AMX and fp32 weights, it decodes eagerly instead (compile_helps()): there the
+  compiled step lost to eager.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
-the same weights, on a shared 2-core Sapphire Rapids with 1 and 2 threads): decoding is bound by streaming the
-weights (495 MB a token in fp32). Eager fp32 with prepare_for_decoding() ≈ 1.2× HF; compiled ≈ 1.9-2.3× HF in
-fp32 and ≈ 2.3-2.9× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per weight instead of
-MKL's matrix-vector kernel, which streams fp32 at two thirds of that rate and bf16 at half. The first call per
-batch size / cache size compiles for 20-60 s on 2 CPU cores.
+the same weights; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is bound
+by streaming the weights (495 MB a token in fp32). Eager fp32 in the column-major layout ≈ 1.3× HF; compiled
+≈ 2.3× HF in fp32 and ≈ 3.7× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per weight
+instead of MKL's matrix-vector kernel, which streams fp32 at two thirds of that rate and bf16 at half. The first
+call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core Intel Sapphire Rapids (AMX,
+issue 15) the compiled fp32 step was no faster than eager (1.01× HF vs eager 1.23×): hence compile_helps().
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import weakref
+from pathlib import Path
 
 import torch
 
@@ -28,25 +41,67 @@ from gpt.generate import decode_one_token
 from gpt.model import GPT, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
+COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        m = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(encoding="utf-8"), re.M)
+    except OSError:
+        return frozenset()
+    return frozenset(m.group(1).split()) if m else frozenset()
+
+
+@functools.cache
+def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether CompiledDecoder compiles the decode step for this device type, batch size and weight dtype, or
+    generate() decodes eagerly instead — so that compiling is never the slower choice.
+
+    CUDA: always (CUDA graphs). CPU: batch 1 only — at batch 8 the rows go to MKL / oneDNN either way, and compiled
+    bf16 lost to eager (bench/results/cpu-amd-epyc-2t.md: 1.95× vs 2.54× HF). And on a CPU with AMX (Intel Sapphire
+    Rapids and later) bf16 weights only: there MKL's fp32 kernel streams as fast as the compiled loop (issue 15,
+    2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29× vs eager 0.98×).
+    Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
+    timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
+    forced = os.environ.get(COMPILE_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if device_type != "cpu":
+        return True
+    amx = bool({"amx_bf16", "amx_tile"} & cpu_flags())
+    return batch_size == 1 and (not amx or dtype == torch.bfloat16)
+
+
+def uses_column_major(model: GPT, compile: bool = False) -> bool:
+    """Whether prepare_for_decoding stores the Linear weights column-major: fp32 on a CPU, decoded eagerly."""
+    w = model.lm_head.weight
+    return not compile and w.device.type == "cpu" and w.dtype == torch.float32
+
+
+@torch.no_grad()
 def prepare_for_decoding(model: GPT, compile: bool = False) -> GPT:
-    """Lay the weights out for fast decoding, in place (same values, shapes and parameter names); returns model.
+    """Lay the weights out for fast decoding, in place (same values, shapes, names and Parameter objects); returns
+    model. Cheap when already done: it only checks strides.
 
     Eager decoding on a CPU in fp32: each nn.Linear weight (out, in) is stored column-major, i.e. as the
     contiguous (in, out) matrix it is the transpose of. F.linear then calls MKL's x @ W kernel, which streams the
     weights ≈1.4× faster here than the x @ Wᵀ kernel the row-major layout gets — and streaming weights is what a
     decode step costs. The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel
-    prefers the row-major layout; compile=True, meaning a CompiledDecoder, whose fused loops read rows; GPUs) is
-    left as it is.
+    prefers the row-major layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the
+    plain row-major layout back if it had the other one.
+    The Parameter objects stay (only their .data changes) and the model still trains: gradients and an optimizer
+    state built afterwards follow the weights' layout (tests/test_fast_decode.py). Not between optimizer steps:
+    see the module docstring (fused AdamW).
     """
-    if compile or model.lm_head.weight.device.type != "cpu" or model.lm_head.weight.dtype != torch.float32:
-        return model
+    col = uses_column_major(model, compile)
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
+        if isinstance(module, torch.nn.Linear):
             w = module.weight
-            module.weight = torch.nn.Parameter(w.detach().t().contiguous().t(), requires_grad=w.requires_grad)
-    model.transformer.wte.weight = model.lm_head.weight  # keep the tie: one Parameter, now column-major
+            if col and w.is_contiguous():
+                w.data = w.data.t().contiguous().t()
+            elif not col and not w.is_contiguous():
+                w.data = w.data.contiguous()
     return model
 
 
@@ -83,11 +138,19 @@ class CompiledDecoder:
     """A compiled decode step and its static caches, owned by whoever holds this object (generate(decoder=...)).
 
     Build one and reuse it: torch.compile caches a graph per shape on it, and it keeps one KVCache per (model,
-    batch size, cache length, dtype, device) for as long as the model lives."""
+    batch size, cache length, dtype, device) for as long as the model lives.
+    compile: None (default) compiles where compile_helps(device type) says it pays, and otherwise lets generate()
+    decode eagerly (never slower than eager); True / False force it either way."""
 
-    def __init__(self) -> None:
+    def __init__(self, compile: bool | None = None) -> None:
+        self._compile = compile
         self._steps: dict[str, object] = {}  # device type → compiled _decode_static
         self._caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {shape key: KVCache}
+
+    def compiles(self, device_type: str, batch_size: int = 1, dtype: torch.dtype = torch.float32) -> bool:
+        """Whether this decoder compiles the step for this device type, batch size and weight dtype; False →
+        generate() decodes eagerly."""
+        return compile_helps(device_type, batch_size, dtype) if self._compile is None else self._compile
 
     def cache(self, model: GPT, batch_size: int, max_len: int) -> KVCache:
         """A KVCache of at least max_len slots (rounded up to CACHE_ROUNDING, at most the context length), in the

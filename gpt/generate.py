@@ -99,6 +99,7 @@ def generate_stream(
     use_cache: bool = True,
     decoder: CompiledDecoder | None = None,
     slide: int | None = None,
+    n_vocab: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Continue prompts by up to max_new_tokens tokens, yielding each step's new ids (B,) as soon as they are sampled.
     Stops after max_new_tokens steps, or once every row has emitted eos_id (a finished row keeps emitting eos_id).
@@ -107,8 +108,10 @@ def generate_stream(
          prompts (lists or 1-D tensors of ids, any lengths), left-padded here.
     temperature 0 is greedy; top_k / top_p restrict sampling (gpt/sampling.py); generator makes it reproducible.
     use_cache=False recomputes the whole window every step (the reference the tests compare with).
-    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled; None → eager.
+    decoder: a CompiledDecoder (gpt/fast_decode.py) that runs the decode step compiled where that pays; None → eager.
     slide: tokens dropped from the window when it reaches the context length (module docstring).
+    n_vocab: sample only ids < n_vocab — pass the tokenizer's (enc.n_vocab) when the text is decoded with it: a model
+         with more rows (vocab_size 50304 = 64 · 786) has logits for ids no tokenizer can decode. None → every id.
     Raises ValueError on a bad argument, before any compute.
 
     The model always sees the window seq[:, start:L]; `start` moves only when the window would pass the context
@@ -121,11 +124,15 @@ def generate_stream(
     slide = max(1, ctx // 4) if slide is None else slide
     if not 1 <= slide <= ctx:
         raise ValueError(f"slide must be in [1, context_length={ctx}], got {slide}")
+    if n_vocab is not None and n_vocab < 1:
+        raise ValueError(f"n_vocab must be >= 1 (or None for the model's whole vocabulary), got {n_vocab}")
     device = next(model.parameters()).device
     seq, T, pads = prompt_buffer(idx, max_new_tokens, prompt_lengths, device)  # (B, T + max_new_tokens)
     if max_new_tokens == 0:
         return
     B = seq.size(0)
+    if decoder is not None and not decoder.compiles(device.type, B, next(model.parameters()).dtype):
+        decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None
@@ -159,7 +166,7 @@ def generate_stream(
                 if L - start > ctx:
                     start = L - keep
                 logits, _, _ = window_logits()
-            nxt = sampling.sample(logits, generator)  # (B,)
+            nxt = sampling.sample(logits[:, :n_vocab], generator)  # (B,); [:, :None] is every id
             if done is not None:
                 nxt = nxt.masked_fill(done, eos_id)  # finished rows keep emitting eos
                 done |= nxt == eos_id

@@ -41,8 +41,8 @@ class SamplingParams:
     top_p: float | None = None  # nucleus: the smallest set of tokens with probability mass >= p; None or 1 → all
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:  # also rejects NaN
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # also rejects NaN
+            raise ValueError(f"temperature must be >= 0 and finite (0 means greedy), got {self.temperature}")
         k = self.top_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {k!r}")
@@ -61,8 +61,15 @@ class SamplingParams:
         temperature 0). gpt/introspect.py shows exactly this."""
         if self.temperature == 0:
             return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).float()
-        logits = filter_logits(logits.float() / self.temperature, self.top_k, self.top_p)  # fp32: bf16 zeroes rare odds
-        return logits.softmax(dim=-1)
+        logits = logits.float()  # fp32: bf16 zeroes rare odds
+        # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to -inf, never the
+        # largest to inf (inf - inf = NaN). The divisor is a float32: kept within its normal range (1.2e-38 to
+        # 3.4e38) so it never flushes to 0 or inf (-inf / inf = NaN); beyond, the result is already the limit
+        # (the argmax, ties sharing it; uniform over the tokens with finite logits).
+        f32 = torch.finfo(torch.float32)
+        t = min(max(self.temperature, f32.tiny), f32.max)
+        logits = (logits - logits.amax(dim=-1, keepdim=True)) / t
+        return filter_logits(logits, self.top_k, self.top_p).softmax(dim=-1)  # temperature first, then the cuts
 
 
 def sample_next_token(

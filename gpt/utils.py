@@ -2,13 +2,65 @@
 
 from __future__ import annotations
 
+import codecs
+import json
 import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def utf8_stdio() -> None:
+    """Make stdout and stderr write UTF-8 whatever the locale or console encoding (PYTHONIOENCODING=cp1252 on a
+    Windows console, LC_ALL=C's ASCII): messages ("→", "·") and GPT-2's text hold any character. A character
+    UTF-8 cannot write (a lone surrogate) comes out as the argv bytes it stands for, or as a backslash escape.
+    Every script in scripts/ and bench/ calls this first."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a TextIOWrapper (not a notebook's or a test's replacement stream)
+            stream.reconfigure(encoding="utf-8", errors="gpt-utf8-out")
+
+
+def _bytes_back_or_escape(err: UnicodeEncodeError):
+    """The error handler of utf8_stdio: a path or argument decoded with surrogateescape (argv under a C locale)
+    is written back as the bytes it came from, so "→" prints as "→"; any other unwritable character as \\uXXXX."""
+    try:
+        return codecs.lookup_error("surrogateescape")(err)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(err)
+
+
+codecs.register_error("gpt-utf8-out", _bytes_back_or_escape)
+
+
+def run_script(main) -> None:
+    """A script's entry point: utf8_stdio(), then sys.exit(main()). Ctrl-C (while loading, say: pretrain.py's
+    loop has its own handler that saves a checkpoint) ends in one line and exit code 130, not a traceback."""
+    utf8_stdio()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def utf8_text(value: str | bytes, what: str) -> str:
+    """value as text (a leading UTF-8 byte-order mark dropped), or a ValueError naming `what` when it is not UTF-8:
+    bytes (e.g. stdin) are decoded strictly;
+    a str from argv carries each undecodable byte as a lone surrogate (PEP 383), which no encoder can write later."""
+    raw = os.fsencode(value) if isinstance(value, str) else value  # a str: the bytes it was decoded from
+    try:
+        return raw.decode("utf-8-sig")  # -sig: a leading byte-order mark (Notepad's) is not text
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); convert it to UTF-8 first, "
+            "e.g. with iconv -f latin1 -t utf-8"
+        ) from None
 
 
 def set_seed(seed: int) -> None:
@@ -57,6 +109,33 @@ def num_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
 
 
+THREADS_ENV = "GPT_THREADS"  # CPU threads for scripts/pretrain.py and scripts/generate.py; overrides cpu_threads()
+
+
+def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None = None) -> int:
+    """Threads for each of `processes` processes doing CPU work: GPT_THREADS (or OMP_NUM_THREADS) when set, else
+    the CPUs this process may run on (os.sched_getaffinity), less those other programs keep busy (the 1-minute
+    load average, this process not counted), shared among `processes`; at least 1. load / cpus: given, or read
+    from the machine. Raises ValueError on a malformed GPT_THREADS / OMP_NUM_THREADS.
+
+    Why: torch's OpenMP threads wait for each other at every op. With as many threads as cores beside another
+    busy process, each op waits for whichever thread the OS has just descheduled, and a tiny training run fell
+    from ≈3,000 to 200-500 tokens/s (issue 15); with threads only on the free cores it keeps about its fair share
+    (bench/run.py --only threads measures both). The load average lags a minute behind: set GPT_THREADS to choose."""
+    for env in (THREADS_ENV, "OMP_NUM_THREADS"):
+        forced = os.environ.get(env, "").strip()
+        if forced:
+            if not forced.isdigit() or int(forced) < 1:
+                raise ValueError(f"{env} must be a whole number >= 1, got {forced!r}")
+            return int(forced)
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0  # minus ourselves
+    free = cpus - int(load + 0.5)
+    return max(1, min(cpus, free) // max(1, processes))
+
+
 def progress_bar(**kwargs):
     """A tqdm bar: the notebook widget inside Jupyter when ipywidgets is installed, otherwise the text bar (which
     also works in Jupyter). tqdm.auto alone would print a TqdmWarning in a notebook without ipywidgets."""
@@ -66,6 +145,37 @@ def progress_bar(**kwargs):
     except ImportError:
         from tqdm import tqdm
     return tqdm(**kwargs)
+
+
+def read_json(path):
+    """The JSON value in a UTF-8 file; a truncated or garbled file (what a crash or a cut download leaves) is a
+    ValueError naming the file, not a bare JSONDecodeError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ValueError(f"{path} is not valid JSON ({e}); it may be truncated: write or download it again") from None
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write UTF-8 text to `path` through a temp file + os.replace: a crash leaves the old file or the new one,
+    never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def output_file_problem(path) -> str | None:
+    """Why a file cannot be written at `path` — a directory is there, or a parent is a file — or None; for
+    checking an output flag before hours of work are lost to it."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory; name a file (e.g. {path / path.name}.json)"
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, so {path} cannot be created under it"
+    return None
 
 
 def fsync_path(path) -> None:

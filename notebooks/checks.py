@@ -277,7 +277,7 @@ def check_top_k_then_p(my_filter) -> None:
     for k, p in ((5, 0.5), (50, 0.9), (300, 0.3), (1, 0.99)):
         got, expected = my_filter(logits, k, p), filter_logits(logits, top_k=k, top_p=p)
         expect(torch.equal(got.isfinite(), expected.isfinite()), f"k={k}, p={p}: a different set of tokens survives")
-    ok("top-k, then top-p on the renormalised survivors: the same tokens as gpt.generate.filter_logits")
+    ok("top-k, then top-p on the renormalised survivors: the same tokens as gpt.sampling.filter_logits")
 
 
 # ---- 06 · pretraining ---------------------------------------------------------------------------------------------

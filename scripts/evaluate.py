@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.stride is not None and args.window is not None and args.stride > args.window:
         p.error(f"--stride ({args.stride}) must not exceed --window ({args.window})")
+    from gpt.utils import output_file_problem
+
+    if args.out is not None and output_file_problem(args.out):
+        p.error(f"--out: {output_file_problem(args.out)}")
     converted = ROOT / "weights" / f"gpt2-{args.model_size}.safetensors"
     args.weights = args.weights or converted
     if not args.weights.exists():
@@ -136,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

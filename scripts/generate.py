@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="compile the decode step (slow first call, faster after)")
     args = p.parse_args(argv)
     # Checked before anything heavy is imported, so a typo fails in a fraction of a second.
-    if not args.temperature >= 0:
-        p.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if not 0 <= args.temperature < float("inf"):
+        p.error(f"--temperature must be >= 0 and finite (0 = greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         p.error(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
@@ -60,8 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if args.num_samples < 1:
         p.error(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.prompt == "-":
-        args.prompt = sys.stdin.buffer.read().decode("utf-8")
+    from gpt.utils import utf8_text
+
+    try:
+        raw = sys.stdin.buffer.read() if args.prompt == "-" else args.prompt
+        args.prompt = utf8_text(raw, "the prompt on stdin" if args.prompt == "-" else "--prompt")
+    except ValueError as e:
+        p.error(str(e))
     if not args.prompt:
         p.error('the prompt is empty; pass some text with --prompt "..." (or pipe it in with --prompt -)')
     if args.weights is None:
@@ -100,17 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     from gpt import generate_stream
     from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
     from gpt.tokenizer import EOT_ID, get_tokenizer, stream_decode
-    from gpt.utils import get_device, get_dtype
+    from gpt.utils import cpu_threads, get_device, get_dtype
     from gpt.weights import load_model
 
     try:
         device = get_device(args.device)
+        if device.type == "cpu":  # threads only on the cores other programs leave free (GPT_THREADS=N chooses)
+            torch.set_num_threads(cpu_threads())
         model = load_model(args.weights, device=device, dtype=get_dtype(args.dtype))
     except (ValueError, FileNotFoundError) as e:
         log(f"error: {e}")
         return 2
-    model = prepare_for_decoding(model, compile=args.compile)
     decoder = CompiledDecoder() if args.compile else None  # one for all samples: compiled once
+    compiled = decoder is not None and decoder.compiles(device.type, 1, get_dtype(args.dtype))
+    if args.compile and not compiled:
+        log(f"--compile: not faster than eager on this {device.type} (gpt/fast_decode.py: compile_helps); eager")
+    model = prepare_for_decoding(model, compile=compiled)  # the weight layout that path streams fastest
     enc = get_tokenizer()
     if model.config.vocab_size < enc.n_vocab:
         log(f"error: the model's vocabulary ({model.config.vocab_size}) is smaller than GPT-2's ({enc.n_vocab})")
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             eos_id=EOT_ID,
             generator=generator,
             decoder=decoder,
+            n_vocab=enc.n_vocab,  # ids past the tokenizer's (a model with vocab_size 50304) are never sampled
         )
 
         new_ids = []
@@ -161,4 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package impo
 
 from gpt.config import ALIASES, OPENAI_SIZES, GPTConfig, canonical_preset
 from gpt.download import DownloadError
+from gpt.utils import output_file_problem
 from gpt.weights import BASE_URL_ENV, convert_hf, convert_openai, download_model, export_hf, load_model, save_state_dict
 from gpt.weights.tf_checkpoint import CheckpointError
 
@@ -36,7 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reader", choices=("numpy", "tensorflow"), default="numpy", help="TF checkpoint reader")
     p.add_argument("--export-hf", metavar="DIR", help="also write a Hugging Face transformers directory here")
     p.add_argument("--retries", type=int, default=5, help="retries per file on network errors (default 5)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out and output_file_problem(args.out):  # before a download of up to 6 GB
+        p.error(f"--out: {output_file_problem(args.out)}")
+    if args.retries < 0:
+        p.error(f"--retries must be >= 0, got {args.retries}")
+    return args
 
 
 def detect_source(directory: Path) -> str:
@@ -106,4 +112,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

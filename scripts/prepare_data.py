@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             out_dir, expected = args.out_dir, None
             shard_tokens = args.shard_tokens or (DATASET_SHARD_TOKENS if corpus else None)
             inputs = [str(Path(i).resolve()) for i in args.inputs]
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise DataError(f"--out-dir {out_dir} is a file; pass a directory (it is created if missing)")
         done_before = (Path(out_dir) / "meta.json").is_file()
         meta = prepare_shards(
             sources, out_dir, val_fraction=args.val_fraction, val_tokens=args.val_tokens or None,
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             text_column=args.text_column, chunk_chars=args.chunk_chars, batch_chars=args.batch_chars,
             delete_downloads=args.delete_downloads, inputs=inputs, progress=not args.no_progress,
         )  # fmt: skip
-    except (DataError, DownloadError) as e:
+    except (DataError, DownloadError, OSError) as e:  # OSError: a full disk, a folder we may not write
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -123,4 +125,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -11,7 +11,8 @@
 Every TrainConfig field (gpt/train/config.py) is a flag (gpt/train/cli.py): --max-steps 50, --model.n-layer 2,
 --no-compile; --help lists them all. Outputs go to runs/<name>/: config.yaml, step_XXXXXX/ checkpoints + `latest`,
 metrics.jsonl, loss.png, TensorBoard event files (tensorboard --logdir runs) and an offline W&B run
-(wandb sync runs/<name>/wandb/offline-*).
+(wandb sync runs/<name>/wandb/offline-*). On a terminal a progress bar shows loss, tok/s and ETA; in a log file
+(nohup, tmux with a log, CI) a plain line every --log-interval steps does.
 """
 
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-import dataclasses
+import datetime
 import math
 import time
 from contextlib import nullcontext
@@ -29,8 +30,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data
+from gpt.eval import EvalDataError, hellaswag_counts, load_task
 from gpt.model import GPT
-from gpt.tokenizer import get_tokenizer
+from gpt.tokenizer import VOCAB_SIZE, get_tokenizer
 from gpt.train import (
     CudaGuardError,
     TrainConfig,
@@ -48,6 +50,7 @@ from gpt.train import (
 )
 from gpt.train.checkpoint import (
     capture_rng_state,
+    check_resumable,
     latest_checkpoint,
     load_checkpoint_state,
     load_checkpoint_weights,
@@ -56,10 +59,10 @@ from gpt.train.checkpoint import (
     training_state,
 )
 from gpt.train.evaluate import eval_sample, evaluate
-from gpt.train.pretrained import model_from_pretrained
+from gpt.train.pretrained import model_from_pretrained, with_pretrained_architecture
 from gpt.train.signals import stop_on_signal
 from gpt.train.tracking import Tracker
-from gpt.utils import progress_bar, set_seed
+from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,14 +74,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- resume: the run continues with the config saved in its checkpoint, plus what the command line changes --
     run_dir = cfg.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"error: the run directory {run_dir} is a file; pass another --out-dir (or --name)", file=sys.stderr)
+        return 1
     saved = None
     ckpt = latest_checkpoint(run_dir)
     if cfg.resume:
         if ckpt is None:
             print(f"error: --resume, but {run_dir} holds no checkpoint (no `latest` file)", file=sys.stderr)
             return 1
-        saved = load_checkpoint_state(ckpt)
-        cfg = apply_overrides(TrainConfig.from_dict(saved["config"]), {**args.overrides, "out_dir": str(run_dir)})
+        try:
+            saved = load_checkpoint_state(ckpt)
+            cfg = apply_overrides(TrainConfig.from_dict(saved["config"]), {**args.overrides, "out_dir": str(run_dir)})
+            check_resumable(TrainConfig.from_dict(saved["config"]), cfg, run_dir)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     elif ckpt is not None:
         print(
             f"error: {run_dir} already holds a run (latest checkpoint {ckpt.name}). Continue it with --resume, "
@@ -87,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     start_step = saved["step"] if saved else 0
+    if cfg.init_from and saved is None:  # the weights' architecture, known before windows and accumulation are
+        try:
+            cfg = with_pretrained_architecture(cfg, dinfo.world_size)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: --init-from {cfg.init_from}: {e}", file=sys.stderr)
+            return 1
 
     # ---- device: the CUDA guard --------------------------------------------------------------------------------------
     try:
         device = resolve_device(cfg, dinfo.local_rank)
-    except CudaGuardError as e:
+    except (CudaGuardError, ValueError) as e:  # ValueError: a device name torch does not know
         print(f"error: {e}", file=sys.stderr)
         return 1
     if dinfo.ddp:  # launched by torchrun: one process per GPU (nccl), or per CPU worker (gloo)
@@ -102,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("gloo")
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
+    else:  # threads only on the cores other programs leave free (gpt/utils.py; GPT_THREADS=N chooses)
+        try:
+            torch.set_num_threads(cpu_threads(dinfo.world_size))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
@@ -110,14 +133,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- data: prepared token files, made from data_source the first time --------------------------------------------
     try:
+        if Path(cfg.data_dir).exists() and not Path(cfg.data_dir).is_dir():
+            raise DataError(f"data_dir {cfg.data_dir} is a file; pass a directory (prepared data, or where it goes)")
         if dinfo.local_rank == 0 and not is_prepared(cfg.data_dir):
             if not cfg.data_source:
-                raise DataError(f"no prepared data in {cfg.data_dir} and no data_source to prepare it from")
+                raise DataError(
+                    f"no prepared data in {cfg.data_dir} and no data_source to prepare it from; prepare it first: "
+                    f"python scripts/prepare_data.py --dataset fineweb-edu --out-dir {cfg.data_dir} (or, for your "
+                    "own text, pass --data-source FILE_OR_FOLDER and it is tokenized here)"
+                )
             say(f"preparing {cfg.data_source} → {cfg.data_dir} (once)")
             prepare_data([cfg.data_source], cfg.data_dir, cfg.val_fraction, progress=master and cfg.progress)
         if dinfo.ddp:
             dist.barrier()
         data = load_prepared(cfg.data_dir)
+        n_ids = data.meta.get("vocab_size", VOCAB_SIZE)  # the tokenizer's vocabulary: every id in the data is below
+        if n_ids > cfg.model.vocab_size:  # an id past the embedding table would fail inside the first forward
+            raise DataError(
+                f"{cfg.data_dir} holds GPT-2 token ids up to {n_ids - 1}, but the model's vocabulary has only "
+                f"{cfg.model.vocab_size} entries; use --model.vocab-size {n_ids} (or more)"
+            )
         source = str(Path(cfg.data_source).resolve()) if cfg.data_source else None
         if source and source not in data.meta.get("inputs", [source]):
             say(f"note: {cfg.data_dir} was prepared from {data.meta['inputs']}, not {source}; training on it anyway "
@@ -134,16 +169,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
+    # ---- HellaSwag during training: the file fetched once (rank 0), checked before any step is taken ---------------
+    hellaswag = []
+    if cfg.hellaswag_interval:
+        try:
+            if dinfo.local_rank == 0:
+                fix = (f"Run again, set $GPT2_EVAL_MIRROR to a mirror, put hellaswag_val.jsonl into "
+                       f"{cfg.hellaswag_data_dir} (or pass --hellaswag-data-dir DIR), or train without it: "
+                       "--hellaswag-interval 0")  # fmt: skip
+                load_task("hellaswag", cfg.hellaswag_data_dir, progress=master and cfg.progress, hint=fix)
+            if dinfo.ddp:
+                dist.barrier()
+            hellaswag, _ = load_task("hellaswag", cfg.hellaswag_data_dir, download=False)
+        except EvalDataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        hellaswag = hellaswag[: cfg.hellaswag_examples or None]
+        endings = get_tokenizer().encode_batch([" " + e for ex in hellaswag for e in ex["endings"]])
+        if (longest := max(map(len, endings))) > cfg.model.context_length:  # the scorer would fail mid-run
+            ctx = cfg.model.context_length
+            print(f"error: HellaSwag endings run to {longest} tokens, more than model.context_length ({ctx}); "
+                  "use a longer context, or --hellaswag-interval 0", file=sys.stderr)  # fmt: skip
+            return 1
+        say(f"hellaswag: {len(hellaswag):,} examples every {cfg.hellaswag_interval} steps, completion style")
+
     # ---- model and optimizer -----------------------------------------------------------------------------------------
     set_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    if cfg.init_from and saved is None:  # e.g. converted OpenAI weights: their architecture wins
-        model = model_from_pretrained(cfg.init_from, cfg.model.dropout, cfg.model.vocab_multiple)
-        cfg = dataclasses.replace(cfg, model=model.config)
-        say(f"initialised from {cfg.init_from}")
-    else:
-        model = GPT(cfg.model)
-    if saved is not None:
-        load_checkpoint_weights(ckpt, model)
+    try:
+        if cfg.init_from and saved is None:  # e.g. converted OpenAI weights (cfg.model is already their config)
+            model = model_from_pretrained(cfg.init_from, cfg.model.dropout, cfg.model.vocab_multiple)
+            say(f"initialised from {cfg.init_from}")
+        else:
+            model = GPT(cfg.model)
+        if saved is not None:
+            load_checkpoint_weights(ckpt, model)
+    except (ValueError, FileNotFoundError) as e:  # a damaged weights file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     model.to(device).train()
     optimizer = configure_optimizer(
         model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device_type=device.type
@@ -161,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = None
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         tracker = Tracker(
             run_dir, cfg.to_dict(), run_name=cfg.name, tensorboard=cfg.tensorboard, wandb_mode=cfg.wandb_mode,
             wandb_project=cfg.wandb_project, resume_step=start_step if saved is not None else None,
@@ -179,7 +241,13 @@ def main(argv: list[str] | None = None) -> int:
 
     stop_requested = False
     exit_code = 0
-    bar = progress_bar(total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress))
+    # A terminal gets the tqdm bar; a log file (nohup, tmux with a log, CI) a plain line every log_interval steps,
+    # as nanoGPT prints: a bar written with '\r' into a file makes one endless line.
+    terminal = sys.stderr.isatty()
+    bar = progress_bar(
+        total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress and terminal)
+    )
+    t_loop = time.perf_counter()
     log = bar.write if master else (lambda *a, **k: None)
 
     # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
@@ -200,6 +268,19 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         tracker.log_text(step, "samples/text", text)
                     tracker.plot_losses()
+
+            # -- HellaSwag: each rank scores its share (the compiled model, not DDP's wrapper), the counts are summed
+            hs_due = hellaswag and (step % cfg.hellaswag_interval == 0 or last)
+            if hs_due and not (saved is not None and step == start_step):
+                with autocast:
+                    counts = hellaswag_counts(model, hellaswag, dinfo.rank, dinfo.world_size)
+                counts = torch.tensor(counts, dtype=torch.long, device=device)  # (correct, correct_norm, n)
+                if dinfo.ddp:
+                    dist.all_reduce(counts)
+                correct, correct_norm, n = counts.tolist()
+                if master:
+                    log(f"step {step}: hellaswag acc_norm {correct_norm / n:.4f}, acc {correct / n:.4f} ({n:,} ex.)")
+                    tracker.log(step, {"eval/hellaswag_acc_norm": correct_norm / n, "eval/hellaswag_acc": correct / n})
 
             # -- checkpoint (rank 0 writes; every rank contributes its RNG state) --
             if step > start_step and (step % cfg.ckpt_interval == 0 or last or stop_requested):
@@ -268,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.log(step + 1, metrics)
                 bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
                 bar.update(1)
+                if cfg.progress and not terminal and ((step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps):
+                    eta = (time.perf_counter() - t_loop) / (step + 1 - start_step) * (cfg.max_steps - step - 1)
+                    log(f"step {step + 1}/{cfg.max_steps} · loss {train_loss:.4f} · lr {lr:.2e} · "
+                        f"{tok_per_s:,.0f} tok/s · ETA {datetime.timedelta(seconds=round(eta))}")  # fmt: skip
             if stop_requested:
                 log(f"stop requested (signal): finishing at step {step + 1} with a checkpoint")
 
@@ -284,4 +369,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import os
+import re
+import shutil
+import tempfile
+import time
 
 NOTEBOOK_DIR = ROOT / "notebooks"
 OUT_DIR = ROOT / "docs" / "notebooks"
@@ -147,4 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt.utils import run_script
+
+    run_script(main)  # UTF-8 output whatever the console's encoding; Ctrl-C → one line, exit 130

@@ -22,10 +22,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` (tests/test_cuda.py) are skipped, with the reason shown, where torch sees no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); see bench/gpu_check.sh")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 
 
 # session-scoped OpenAI / Hugging Face weight fixtures, built once for all test files
-pytest_plugins = ["weights_fixtures"]
+pytest_plugins = ["weights_fixtures", "script_fixtures"]

@@ -2,10 +2,12 @@
 report, and bad requests fail clearly. The speed numbers themselves are measured by running it, not by tests."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +23,7 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     r = run_bench("--smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     md = out.read_text()
-    for heading in ("## Matmul peak", "## Decode", "## Training", "## Data preparation"):
+    for heading in ("## Matmul peak", "## Decode", "## Training", "## CPU threads", "## Data preparation"):
         assert heading in md
     assert f"| torch / transformers / python | {torch.__version__}" in md
     data = json.loads(out.with_suffix(".json").read_text())
@@ -38,6 +40,10 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
                                                          ("ours", "fp32")}  # fmt: skip
     assert all(0 < r["mfu_measured_peak"] for r in train)
     assert res["data"]["ours_mb_s"] > 0 and res["data"]["tiktoken_mb_s"] > 0
+    # the peak is the best of the shape sweep, and every goal the run measured is marked met or not met
+    assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values())
+    assert all(r["quiet_tok_s"] > 0 and r["busy_tok_s"] > 0 for r in res["threads"]["rows"])
+    assert "## Goals (issue 15)" in md and "× HF generate" in md and "beside a busy process" in md
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob("*.tmp"))  # written atomically: no leftovers
 
@@ -62,3 +68,14 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
 def test_unknown_section_is_rejected():
     r = run_bench("--only", "everything")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_gpu_check_without_a_gpu_is_one_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: bench/gpu_check.sh would run for minutes")
+    env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "check")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "CUDA GPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "check").exists()  # nothing written

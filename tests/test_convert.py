@@ -105,7 +105,9 @@ def test_export_round_trips_through_transformers(openai_dir, tmp_path):
 
     model = from_state(*convert_openai(openai_dir))
     out = export_hf(model, tmp_path / "export")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    hf_files = ["config.json", "generation_config.json", "merges.txt", "model.safetensors"]
+    tokenizer_files = ["special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+    assert sorted(p.name for p in out.iterdir()) == hf_files + tokenizer_files
     hf = GPT2LMHeadModel.from_pretrained(out).eval()
     x = ids()
     with torch.no_grad():

@@ -1,16 +1,17 @@
 """Sharded data preparation: exact tokens, process-count independence, crash recovery, bad input (issue 13).
 
 Corpora are Parquet files in FineWeb-Edu's schema written by the test (tests/data_fixtures.py); the expected tokens
-come from tiktoken directly. Crashes are real: a CLI subprocess SIGKILLs itself at a chosen point (test hook
-GPT2_TEST_KILL_PREP_AT) and the same command runs again.
+come from tiktoken directly. Crashes are real: a CLI subprocess SIGKILLs itself at a chosen point (the test-side
+wrapper tests/prepare_data_killed_at.py) and the same command runs again; a full disk is a shard file whose writes
+fail with ENOSPC past a byte budget, as the kernel's do.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,13 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 from data_fixtures import expected_tokens, make_corpus, read_split, shard_bytes, write_fineweb_edu_parquet
 
+import gpt.data.shards as shards
 from gpt.data import DataError, Source, list_source_files, load_prepared, prepare_shards
-from gpt.data.prepare import KILL_HOOK_ENV
-from gpt.data.shards import DISK_FULL_HOOK_ENV, STATE_NAME, ShardWriter
+from gpt.data.shards import STATE_NAME
 from gpt.tokenizer import EOT_ID, get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_data.py"
+KILLED_AT = Path(__file__).with_name("prepare_data_killed_at.py")  # prepare_data.py that signals itself at a point
 SHARD = 3000  # tokens per shard: a corpus of ≈ 40k tokens gives ≈ 12 shards
 FLAGS = ["--shard-tokens", str(SHARD), "--batch-chars", "2000", "--val-tokens", "0", "--processes", "1"]
 
@@ -126,13 +128,11 @@ def test_val_tokens_caps_the_validation_split_and_max_tokens_cuts_at_a_document(
 
 def test_sigkill_mid_shard_then_the_same_command_gives_identical_shards(corpus, reference, tmp_path, capsys):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(SCRIPT), str(corpus[0]), "--out-dir", str(out), *FLAGS, "--no-progress"]
+    args = [str(corpus[0]), "--out-dir", str(out), *FLAGS, "--no-progress"]
 
     def run(kill_at: str | None):
-        env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
-        if kill_at:
-            env[KILL_HOOK_ENV] = kill_at
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        cmd = [sys.executable, str(KILLED_AT), kill_at, *args] if kill_at else [sys.executable, str(SCRIPT), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
     first = run("batch:9")  # killed after its 9th batch: shard 0 finished, shard 1 half written, not checkpointed
     assert first.returncode == -signal.SIGKILL, first.stderr
@@ -157,8 +157,8 @@ def test_sigkill_mid_shard_then_the_same_command_gives_identical_shards(corpus, 
 
 def test_ctrl_c_then_the_same_command_gives_identical_shards(corpus, reference, tmp_path, capsys):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(SCRIPT), str(corpus[0]), "--out-dir", str(out), *FLAGS, "--no-progress"]
-    first = subprocess.run(cmd, env={**os.environ, KILL_HOOK_ENV: "batch:16:SIGINT"}, capture_output=True, text=True)
+    cmd = [sys.executable, str(KILLED_AT), "batch:16:SIGINT", str(corpus[0]), "--out-dir", str(out), *FLAGS]
+    first = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 130, first.stderr
     assert "interrupted: run the same command again" in first.stderr and "Traceback" not in first.stderr
     assert list(out.glob("train_*.bin")) and (out / STATE_NAME).is_file()
@@ -167,16 +167,44 @@ def test_ctrl_c_then_the_same_command_gives_identical_shards(corpus, reference, 
     assert shard_bytes(out) == shard_bytes(reference[0])
 
 
+class FullDiskFile:
+    """A binary file whose writes stop at a shared byte budget: the bytes that fit go to disk, then ENOSPC."""
+
+    def __init__(self, f, budget: list[int]):
+        self._f, self._budget = f, budget
+
+    def write(self, data) -> int:
+        room = max(0, self._budget[0])
+        self._budget[0] -= len(data)
+        if len(data) > room:
+            self._f.write(bytes(data)[:room])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def disk_full_after(n_bytes: int):
+    """An `open` for gpt/data/shards.py: shard files (binary) share a budget of n_bytes; other files open as usual."""
+    budget = [n_bytes]
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        return FullDiskFile(f, budget) if "b" in mode else f
+
+    return fake_open
+
+
 def test_full_disk_keeps_finished_shards_and_the_same_command_resumes(corpus, reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    monkeypatch.setattr(ShardWriter, "bytes_written", 0)
-    monkeypatch.setenv(DISK_FULL_HOOK_ENV, str(2 * int(2.5 * SHARD)))  # full in the middle of the third shard
+    monkeypatch.setattr(shards, "open", disk_full_after(2 * int(2.5 * SHARD)), raising=False)  # mid third shard
     code, err = run_cli([corpus[0], "--out-dir", out, *FLAGS], capsys)
     assert code == 1
     assert_one_error_line(err, "disk is full", "run the same command again")
     kept = {p.name: p.read_bytes() for p in out.glob("train_*.bin")}
     assert len(kept) == 2 and (out / STATE_NAME).is_file()
-    monkeypatch.delenv(DISK_FULL_HOOK_ENV)
+    monkeypatch.undo()  # space freed
     code, err = run_cli([corpus[0], "--out-dir", out, *FLAGS], capsys)
     assert code == 0, err
     assert shard_bytes(out) == shard_bytes(reference[0])

@@ -31,6 +31,7 @@ from gpt.eval import (
     window_plan,
 )
 from gpt.eval.hellaswag import build_request
+from gpt.eval.perplexity import perplexity
 from gpt.tokenizer import EOT_ID, get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,18 @@ def test_sliding_window_equals_a_hand_computation(model, enc):
     got = score_texts(model, [ids], window=4, stride=2)[0]
     assert got.n_tokens == 10 and got.logprob == pytest.approx(expected, rel=1e-6)
     assert got.perplexity == pytest.approx(math.exp(-expected / 10), rel=1e-6)
+
+
+def test_window_plan_at_its_boundaries(model, enc):
+    assert [tuple(w) for w in window_plan(4, 4, 2)] == [(0, 4, 4)]  # exactly one window: no second one of 0 tokens
+    assert [tuple(w) for w in window_plan(5, 4, 2)] == [(0, 4, 4), (1, 5, 1)]  # one more token: the last window
+    assert [tuple(w) for w in window_plan(8, 4)] == [(0, 4, 4), (4, 8, 4)]  # two disjoint windows end to end
+    assert [tuple(w) for w in window_plan(1, 4)] == [(0, 1, 1)] and window_plan(0, 4) == []
+    ids = enc.encode(" Hello")  # one token: scored once, after <|endoftext|>
+    by_hand = logprobs_by_hand(model, [EOT_ID, *ids]).sum().item()
+    assert perplexity(model, " Hello", window=4).logprob == pytest.approx(by_hand, rel=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        perplexity(model, "")
 
 
 def test_stride_equal_to_window_is_the_harness_disjoint_windows(model, enc):

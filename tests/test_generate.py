@@ -85,6 +85,29 @@ def test_cached_equals_uncached_batch_1_past_the_context(model, how, slide):
     assert torch.equal(cached[:, :9], idx)
 
 
+def nanogpt_generate(model, idx, n, params, generator):
+    """nanoGPT's loop, the independent reference: crop to the last context_length tokens, one full forward per token."""
+    for _ in range(n):
+        idx_cond = idx if idx.size(1) <= CTX else idx[:, -CTX:]
+        with torch.no_grad():
+            logits = model(idx_cond)[:, -1, :]
+        idx = torch.cat([idx, params.sample(logits, generator)[:, None]], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("prompt_len", [9, CTX, CTX + 5])  # shorter than, as long as, longer than the context
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("how", ["greedy", "sampled"])
+def test_slide_1_equals_nanogpts_crop_to_the_last_context_tokens(model, how, use_cache, prompt_len):
+    idx = torch.randint(0, V, (1, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    n = 2 * CTX + 3
+    params = SamplingParams(temperature=0) if how == "greedy" else SamplingParams(temperature=1.0, top_k=50, top_p=0.95)
+    ours = generate(model, idx, n, params.temperature, params.top_k, params.top_p, slide=1, use_cache=use_cache,
+                    generator=torch.Generator().manual_seed(7))  # fmt: skip
+    reference = nanogpt_generate(model, idx, n, params, torch.Generator().manual_seed(7))
+    assert ours.tolist() == reference.tolist()
+
+
 @pytest.mark.parametrize("how", ["greedy", "sampled"])
 def test_cached_equals_uncached_unequal_prompts_past_the_context(model, how):
     n = 2 * CTX

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, generate, load_model, save_model
-from gpt.fast_decode import prepare_for_decoding
+from gpt import GPT, GPTConfig, load_model, save_model
 from gpt.tokenizer import EOT_ID, get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,17 +49,36 @@ def run_cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def expected_text(path, prompt, n, seed, temperature, top_k=200, top_p=None) -> str:
-    """prompt + the continuation generate() samples with the same weights, settings and seed, cut at <|endoftext|>."""
+def expected_text(path, prompt, n, seed, temperature, top_k=200) -> str:
+    """prompt + its continuation, computed without gpt.generate or gpt.sampling (an independent reference): nanoGPT's
+    loop — the whole window through model(idx) at every step, logits / temperature, every logit below the k-th
+    largest set to -inf, softmax, torch.multinomial with the seeded generator (argmax at temperature 0) — with the
+    window rule the generate.py docstring states: past the context, drop the oldest context_length // 4 tokens.
+    Cut at <|endoftext|>, which is not printed."""
     enc = get_tokenizer()
-    model = prepare_for_decoding(load_model(path))  # what the CLI runs (fp32 on a CPU)
-    prompt_ids = enc.encode(prompt, allowed_special="all")
+    model = load_model(path).eval()
+    ids = enc.encode(prompt, allowed_special="all")
+    ctx = model.config.context_length
+    keep = ctx - max(1, ctx // 4) + 1  # tokens in the window right after it slides
+    start, out = max(0, len(ids) - ctx), []
     g = torch.Generator().manual_seed(seed)
-    ids = generate(model, [prompt_ids], n, temperature, top_k, top_p, eos_id=EOT_ID, generator=g)[0]
-    ids = ids[len(prompt_ids) :]
-    if EOT_ID in ids:
-        ids = ids[: ids.index(EOT_ID)]
-    return prompt + enc.decode(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            if len(ids) - start > ctx:
+                start = len(ids) - keep
+            logits = model(torch.tensor([ids[start:]]))[0, -1].float()  # (V,)
+            if temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                logits = logits / temperature
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits[logits < kth] = float("-inf")
+                nxt = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g))
+            if nxt == EOT_ID:
+                break
+            ids.append(nxt)
+            out.append(nxt)
+    return prompt + enc.decode(out)
 
 
 def test_stdout_is_exactly_prompt_plus_generated_text(random_ckpt):

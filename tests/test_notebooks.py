@@ -322,9 +322,8 @@ def _wrong_answers():
     import torch
     import torch.nn.functional as F
 
-    from gpt import generate
+    from gpt import filter_logits, generate
     from gpt.eval import score_hellaswag, score_texts
-    from gpt.generate import filter_logits
     from gpt.introspect import residual_stream
 
     def naive_accumulate(model, micro_batches):  # divides by the number of micro-steps, ignoring padding

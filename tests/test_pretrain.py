@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -273,9 +274,14 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(pretrain, dat
 
 # ---- DDP: 2 processes under real torchrun == 1 process with the same global batch ------------------------------------
 def test_torchrun_two_processes_match_one_process(pretrain, data_dir, tmp_path):
-    # 512 tokens per step = 4 micro-steps of 4×32 in one process, 2 per rank in two (so no_sync is exercised)
+    # 512 tokens per step = 4 micro-steps of 4×32 in one process, 2 per rank in two (so no_sync is exercised);
+    # HellaSwag on 15 examples (8 + 7 per rank; every ending fits the 32-token window), counts all-reduced
+    hs_dir = tmp_path / "eval"
+    hs_dir.mkdir()
+    shutil.copy(ROOT / "tests/fixtures/eval/hellaswag_val_200.jsonl", hs_dir / "hellaswag_val.jsonl")
     common = [*TINY, "--data-dir", str(data_dir), "--total-batch-tokens", "512", "--max-steps", "4",
-              "--eval-interval", "2", "--eval-iters", "3", "--ckpt-interval", "4"]  # fmt: skip
+              "--eval-interval", "2", "--eval-iters", "3", "--ckpt-interval", "4", "--hellaswag-interval", "2",
+              "--hellaswag-examples", "15", "--hellaswag-data-dir", str(hs_dir)]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -292,6 +298,8 @@ def test_torchrun_two_processes_match_one_process(pretrain, data_dir, tmp_path):
         assert abs(l1[s] - l2[s]) <= 1e-5, (s, l1[s], l2[s])
     v1, v2 = series(one, "val/loss"), series(two, "val/loss")  # eval batches split across ranks, all-reduced
     assert sorted(v1) == sorted(v2) == [0, 2, 4] and all(abs(v1[s] - v2[s]) <= 1e-5 for s in v1)
+    for key in ("eval/hellaswag_acc_norm", "eval/hellaswag_acc"):  # counts of the same 15 examples
+        assert series(one, key) == series(two, key) and sorted(series(one, key)) == [0, 2, 4]
     assert l1[4] < l1[1]  # it trained
     for (n, a), (_, b) in zip(load_model(one).state_dict().items(), load_model(two).state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)

@@ -167,7 +167,7 @@ def _read_windows(tokens, offsets: torch.Tensor, seq_len: int) -> tuple[torch.Te
 
 
 def _check_length(tokens, seq_len: int, what: str) -> None:
-    if tokens.size < seq_len + 2:
+    if tokens.size < seq_len + 1:  # seq_len + 1 tokens hold exactly one window (inputs and their targets)
         raise DataError(
             f"{what} has {tokens.size} tokens, too few for windows of seq_len + 1 = {seq_len + 1}; "
             "use a shorter seq_len, or more text (or a larger val_fraction for the val split)"

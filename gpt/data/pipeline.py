@@ -8,6 +8,7 @@ written never depends on the number of processes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -37,6 +38,7 @@ class Batch:
     starts: list[bool]  # piece begins a document
     names: list[str | None]  # the document's name at each start
     end: tuple[int, int]  # reading position after this batch: (source index, piece index)
+    keys: list[str | None]  # at each start, a hash of the piece's text (when asked for): copies share a split
 
 
 def encode_pieces(texts: list[str], starts: list[bool]) -> tuple[np.ndarray, list[int]]:
@@ -137,11 +139,25 @@ class Fetcher:
         return slot["path"]
 
 
+def document_key(text: str) -> str:
+    """A 64-bit content hash of a document's first piece (its whole text, unless it is a text file's document over
+    chunk_chars characters): the same key means the same document, but for a chance of 2^-64 per pair."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
 def read_batches(
-    sources, fetcher: Fetcher, position, batch_chars: int, text_column: str, chunk_chars: int, sizes: list
+    sources,
+    fetcher: Fetcher,
+    position,
+    batch_chars: int,
+    text_column: str,
+    chunk_chars: int,
+    sizes: list,
+    keys: bool = False,
 ) -> Iterator[Batch]:
-    """Batches of about batch_chars characters of pieces, from `position` on; sizes[i] gets source i's bytes."""
-    texts, starts, names, size = [], [], [], 0
+    """Batches of about batch_chars characters of pieces, from `position` on; sizes[i] gets source i's bytes.
+    keys: give each document a content key (document_key)."""
+    texts, starts, names, doc_keys, size = [], [], [], [], 0
     first_file, first_piece = position
     for i in range(first_file, len(sources)):
         path = fetcher.get(i)
@@ -151,12 +167,13 @@ def read_batches(
             texts.append(p.text)
             starts.append(p.doc_start)
             names.append(p.name)
+            doc_keys.append(document_key(p.text) if keys and p.doc_start else None)
             size += len(p.text)
             if size >= batch_chars:
-                yield Batch(texts, starts, names, (i, p.index + 1))
-                texts, starts, names, size = [], [], [], 0
+                yield Batch(texts, starts, names, (i, p.index + 1), doc_keys)
+                texts, starts, names, doc_keys, size = [], [], [], [], 0
     if texts:
-        yield Batch(texts, starts, names, (len(sources), 0))
+        yield Batch(texts, starts, names, (len(sources), 0), doc_keys)
 
 
 # ---- progress --------------------------------------------------------------------------------------------------------

@@ -10,17 +10,20 @@ gpt/data/shards.py.
 
 The split is by document, so no text appears in both halves, and it is deterministic: document i (in reading order)
 goes to val exactly when floor((i + 1)·f) > floor(i·f), i.e. every (1/f)-th document, until the val split holds
-val_tokens tokens (when given); then every document goes to train. max_tokens stops before the first document that
+val_tokens tokens (when given); then every document goes to train. With local inputs, a document with the same text
+as an earlier one (a copy in another file: a hash of its text) goes to the same split as that one and takes no place
+in the count, so a duplicated document cannot be in both halves. (Hub corpora come deduplicated; remembering each of
+their millions of documents would make the saved state huge.) max_tokens stops before the first document that
 starts once that many tokens are written.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+import functools
 import sys
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +57,20 @@ from gpt.utils import fsync_path
 CHECKPOINT_SECONDS = 10.0  # also at every finished shard
 SMALL_INPUT_BYTES = 16 << 20  # below this, one process: starting workers (≈ 1.5 s each) would cost more than it saves
 BYTES_PER_TOKEN = 3  # rough input bytes per token, for estimates (FineWeb-Edu: 30.1 GB of Parquet → 10B tokens)
-# Test hook (tests/test_data_prep.py): SIGKILL this process at "batch:N" (after consuming its N-th batch, before the
-# checkpoint) or "publish:N" (after writing its N-th checkpoint, before renaming the shards it finished);
-# "batch:N:SIGINT" sends a Ctrl-C there instead.
-KILL_HOOK_ENV = "GPT2_TEST_KILL_PREP_AT"
 
 
 def is_val_document(index: int, val_fraction: float) -> bool:
-    """Every (1/f)-th document goes to val: exactly floor(n·f) of the first n documents, spread evenly."""
-    return int((index + 1) * val_fraction) > int(index * val_fraction)
+    """Every (1/f)-th document goes to val: exactly floor(n·f) of the first n documents, spread evenly. f is taken
+    as the decimal it is written as, in exact integer arithmetic: in floats 100 × 0.29 = 28.999999999999996, which
+    would put 28 of the first 100 documents in val instead of 29."""
+    num, den = _exact_fraction(val_fraction)
+    return (index + 1) * num // den > index * num // den
 
 
-def _kill_hook(event: str, count: int) -> None:
-    at, _, sig = os.environ.get(KILL_HOOK_ENV, "").partition(":SIG")
-    if at == f"{event}:{count}":
-        os.kill(os.getpid(), getattr(signal, "SIG" + sig) if sig else signal.SIGKILL)
+@functools.lru_cache(maxsize=8)
+def _exact_fraction(value: float) -> tuple[int, int]:
+    f = Fraction(repr(float(value)))  # the shortest decimal that reads back as this float: 0.29 → 29/100
+    return f.numerator, f.denominator
 
 
 # ---- the preparation -------------------------------------------------------------------------------------------------
@@ -80,6 +82,7 @@ def _start_state(out_dir: Path, settings: dict, n_sources: int) -> dict:
             "settings": settings, "position": [0, 0], "documents": 0, "doc_split": None, "tokens": 0,
             "counts": {s: {"tokens": 0, "documents": 0} for s in SPLITS}, "val_documents": [],
             "splits": {s: new_split_state() for s in SPLITS}, "source_bytes": [None] * n_sources, "done": False,
+            "document_splits": {},
         }  # fmt: skip
     state = read_json(path)
     if state.get("settings") != settings:
@@ -94,14 +97,20 @@ def _assign_splits(batch: Batch, lengths: list[int], state: dict, cfg: dict) -> 
     """Each piece's split (True = val) in reading order, updating the counts; stops (True) before the first document
     that starts once max_tokens tokens are written. Returns the flags of the pieces to keep."""
     counts, is_val = state["counts"], []
-    for start, n, name in zip(batch.starts, lengths, batch.names):
+    seen = state.setdefault("document_splits", {})  # document key → its split (a state from before has none)
+    for start, n, name, key in zip(batch.starts, lengths, batch.names, batch.keys):
         if start:
             if cfg["max_tokens"] is not None and state["tokens"] >= cfg["max_tokens"]:
                 return np.array(is_val, dtype=bool), True
-            val = is_val_document(state["documents"], cfg["val_fraction"])
-            val = val and (cfg["val_tokens"] is None or counts["val"]["tokens"] < cfg["val_tokens"])
+            if key in seen:  # a copy of an earlier document: the same split, and no place in the count
+                val = seen[key] == "val"
+            else:
+                val = is_val_document(state["documents"], cfg["val_fraction"])
+                val = val and (cfg["val_tokens"] is None or counts["val"]["tokens"] < cfg["val_tokens"])
+                state["documents"] += 1
+                if key is not None:
+                    seen[key] = "val" if val else "train"
             state["doc_split"] = "val" if val else "train"
-            state["documents"] += 1
             counts[state["doc_split"]]["documents"] += 1
             if val:
                 state["val_documents"].append(name)
@@ -199,16 +208,13 @@ def prepare_shards(
 
     state_path = out_dir / STATE_NAME
     writers: dict[str, ShardWriter] = {}
-    pool, bar, checkpoints, batches_seen = None, None, 0, 0
+    pool, bar = None, None
 
     def checkpoint(position) -> None:
-        nonlocal checkpoints
         for w in writers.values():
             w.sync()
         state.update(position=list(position), splits={s: w.state() for s, w in writers.items()})
         write_json_atomic(state_path, state)
-        checkpoints += 1
-        _kill_hook("publish", checkpoints)
         if any([w.publish() for w in writers.values()]):
             fsync_path(out_dir)
         for s in sources[: position[0]]:  # read to its end and checkpointed: a download is no longer needed
@@ -226,8 +232,9 @@ def prepare_shards(
             if processes > 1:
                 pool = start_workers(processes)
             fetcher = Fetcher(sources, prefetch=max_tokens is None)  # a slice may need only the first file
+            local = not any(s.fetch for s in sources)  # remember documents' keys (see the module docstring)
             batches = read_batches(
-                sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"]
+                sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"], local
             )
             last_checkpoint = time.perf_counter()
             for batch, tokens, lengths in encoded(batches, pool, 2 * processes):
@@ -239,8 +246,6 @@ def prepare_shards(
                 bar.update(int(mask.size), sum(len(w.shards) for w in writers.values()))
                 if stopped:
                     break
-                batches_seen += 1
-                _kill_hook("batch", batches_seen)
                 due = time.perf_counter() - last_checkpoint > CHECKPOINT_SECONDS
                 if due or any(w.pending for w in writers.values()):
                     checkpoint(batch.end)

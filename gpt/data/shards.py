@@ -40,8 +40,6 @@ META_NAME = "meta.json"
 STATE_NAME = "prep_state.json"
 SPLITS = ("train", "val")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-# Test hook (tests/test_data_prep.py): act as if the disk were full once this process has written this many shard bytes.
-DISK_FULL_HOOK_ENV = "GPT2_TEST_DISK_FULL_AFTER_BYTES"
 
 
 def shard_name(split: str, index: int, shard_tokens: int | None) -> str:
@@ -68,8 +66,6 @@ class ShardWriter:
     `state` (a dict kept inside prep_state.json) holds the finished shards [{file, tokens, sha256}] and the tokens in
     the open part; creating a writer from a saved state recovers the files to exactly that state.
     """
-
-    bytes_written = 0  # by this process, all writers (for the disk-full test hook)
 
     def __init__(self, out_dir: Path, split: str, shard_tokens: int | None, state: dict):
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
@@ -111,7 +107,6 @@ class ShardWriter:
         while tokens.size:
             room = tokens.size if self.shard_tokens is None else self.shard_tokens - self.part_tokens
             head, tokens = tokens[:room], tokens[room:]
-            _disk_full_hook(head.nbytes)
             self.file.write(head.tobytes())
             self.part_tokens += head.size
             if self.part_tokens == self.shard_tokens:
@@ -168,13 +163,6 @@ def remove_parts(out_dir: Path) -> None:
         p.unlink()
     (out_dir / STATE_NAME).unlink(missing_ok=True)
     fsync_path(out_dir)
-
-
-def _disk_full_hook(nbytes: int) -> None:
-    limit = os.environ.get(DISK_FULL_HOOK_ENV)
-    ShardWriter.bytes_written += nbytes
-    if limit is not None and ShardWriter.bytes_written > int(limit):
-        raise OSError(errno.ENOSPC, "No space left on device (simulated by " + DISK_FULL_HOOK_ENV + ")")
 
 
 def check_free_space(out_dir: Path, needed_bytes: int, what: str) -> None:

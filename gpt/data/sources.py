@@ -14,7 +14,9 @@ at about one batch whatever the file size.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gpt.tokenizer import EOT_TOKEN
+from gpt.tokenizer import EOT_TOKEN, sha256_file
 
 SOURCE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 PARQUET_BATCH_ROWS = 1024  # rows decoded at a time: a few MB of FineWeb text
@@ -58,18 +60,80 @@ class Piece:
 
 
 # ---- finding files ---------------------------------------------------------------------------------------------------
-def list_source_files(inputs: Sequence[str | Path] | str | Path, suffixes: Sequence[str] = SOURCE_SUFFIXES) -> list:
-    """Files as given, plus every file with one of `suffixes` under each directory (recursive), in sorted order."""
+# What editors, notebooks and operating systems leave in a data folder: copies and metadata, never the user's data.
+# Hidden names cover .ipynb_checkpoints/ and .git/ (folders), ._x.txt (macOS AppleDouble), .DS_Store, .x.txt.swp (vim),
+# .#x.txt (Emacs locks); the rest are backups (x.txt~, #x.txt#) and Office lock files (~$x.txt).
+SKIPPED_DIRS = ("__MACOSX",)  # the copy of every file's metadata in a zip made on a Mac
+
+
+def is_skipped_name(name: str) -> bool:
+    """A file or folder name that a directory walk leaves out: hidden, an editor's backup or lock, OS metadata."""
+    return name.startswith((".", "~$", "#")) or name.endswith(("~", "#")) or name in SKIPPED_DIRS
+
+
+def _walk(folder: Path, suffixes: Sequence[str], skipped: list[str]) -> list[Path]:
+    """Files with one of `suffixes` under folder, not descending into skipped folders (a .git can be huge)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        skipped.extend(os.path.join(root, d, "") for d in dirs if is_skipped_name(d))
+        dirs[:] = [d for d in dirs if not is_skipped_name(d)]
+        for name in files:
+            path = Path(root, name)
+            if Path(name).suffix not in suffixes or not path.is_file():
+                continue
+            if is_skipped_name(name):
+                skipped.append(str(path))
+            else:
+                found.append(path)
+    return sorted(found)
+
+
+def _drop_duplicates(files: list[Path], skipped: list[str]) -> list[Path]:
+    """Each file once: a path given twice, or a file with the same bytes as an earlier one (a copy, whose documents
+    could otherwise land in both the train and the validation split) is dropped. Only files of equal size are hashed."""
+    by_size: dict[int, list[Path]] = {}
+    for p in files:
+        by_size.setdefault(p.stat().st_size, []).append(p)
+    seen_paths, seen_hashes, kept = set(), {}, []
+    for p in files:
+        real = p.resolve()
+        if real in seen_paths:
+            continue
+        seen_paths.add(real)
+        if len(by_size[p.stat().st_size]) > 1:
+            digest = sha256_file(p)
+            if digest in seen_hashes:
+                skipped.append(f"{p} (same content as {seen_hashes[digest]})")
+                continue
+            seen_hashes[digest] = p
+        kept.append(p)
+    return kept
+
+
+def list_source_files(
+    inputs: Sequence[str | Path] | str | Path, suffixes: Sequence[str] = SOURCE_SUFFIXES, *, log: bool = True
+) -> list[Path]:
+    """Files as given, plus every file with one of `suffixes` under each directory (recursive), in sorted order.
+
+    A directory walk leaves out hidden files and folders (.ipynb_checkpoints/, .git/, ._x.txt, .x.txt.swp), backups
+    (x.txt~, #x.txt#), Office locks (~$x.txt) and __MACOSX/; files given by name are always taken. A file with the
+    same bytes as an earlier one, or given twice, is taken once. What was left out is printed to stderr (log=True).
+    """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     files: list[Path] = []
+    skipped: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in suffixes and p.is_file())
+            n_skipped = len(skipped)
+            found = _walk(path, suffixes, skipped)
             if not found:
                 kinds = " or ".join(", ".join(suffixes).rsplit(", ", 1))  # ".txt, .jsonl or .parquet"
-                raise DataError(f"directory {path} holds no {kinds} files; pass such files, or folders of them")
+                left_out = f" (left out: {', '.join(skipped[n_skipped:])})" if len(skipped) > n_skipped else ""
+                raise DataError(
+                    f"directory {path} holds no {kinds} files{left_out}; pass such files, or folders of them"
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -77,6 +141,10 @@ def list_source_files(inputs: Sequence[str | Path] | str | Path, suffixes: Seque
             raise DataError(f"input {path} does not exist; pass text files and/or directories of .txt files")
     if not files:
         raise DataError("no input given; pass text files and/or directories of .txt files")
+    files = _drop_duplicates(files, skipped)
+    if skipped and log:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} hidden, backup or duplicate file(s)/folder(s): {shown}", file=sys.stderr)
     return files
 
 
@@ -86,9 +154,22 @@ def list_text_files(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
 
 
 # ---- text files ------------------------------------------------------------------------------------------------------
+BOM = "\ufeff"  # a byte-order mark (EF BB BF in UTF-8): Notepad and Excel start files with it; it is not text
+
+
+def strip_bom(text: str) -> str:
+    """text without a leading byte-order mark (one a document's text can carry over from the file it came from)."""
+    return text[1:] if text.startswith(BOM) else text
+
+
 def _check_not_binary(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8192)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(
+            f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark); convert it to UTF-8 first, "
+            f"e.g. `iconv -f utf-16 -t utf-8 {path} > fixed.txt`"
+        )
     if b"\x00" in head:
         raise DataError(f"{path} looks binary (it contains NUL bytes); pass UTF-8 text files only")
 
@@ -103,7 +184,9 @@ def iter_text_chunks(
     path: Path, chunk_chars: int = 1 << 20, max_chunk_chars: int | None = None
 ) -> Iterator[str | None]:
     """Stream a UTF-8 file as text chunks of about chunk_chars characters, never holding the whole file.
-    Yields None at each document boundary (a line that reads exactly `<|endoftext|>`).
+    Yields None at each document boundary (a line that reads exactly `<|endoftext|>`). A byte-order mark at the
+    start of a line is dropped: at the start of the file it is no text, and inside one it is where files that began
+    with one were concatenated (`cat a.txt b.txt`).
 
     Chunks end only where cutting cannot change GPT-2's tokenization: after a single '\\n' that follows a
     non-space character and precedes a line starting with a non-space character (GPT-2's pre-tokenizer always
@@ -117,11 +200,15 @@ def iter_text_chunks(
     buf: list[str] = []
     size = 0
     ends_safely = False  # buf ends with one '\n' after a non-space character
+    line_start = True  # the next readline() starts a line (it is not the rest of a line cut at chunk_chars)
     try:
         with open(path, encoding="utf-8", errors="strict") as f:  # universal newlines: \r\n → \n
             while line := f.readline(chunk_chars):  # at most chunk_chars characters, even for one giant line
                 if "\x00" in line:
                     raise DataError(f"{path} contains NUL characters, so it is probably binary; pass text files")
+                line, line_start = (strip_bom(line) if line_start else line), line.endswith("\n")
+                if not line:
+                    continue
                 if line.rstrip("\n") == EOT_TOKEN:
                     if buf:
                         yield "".join(buf)
@@ -167,7 +254,14 @@ def _text_pieces(path: Path, chunk_chars: int) -> Iterator[Piece]:
 
 # ---- JSON lines and Parquet ------------------------------------------------------------------------------------------
 def _jsonl_pieces(path: Path, text_column: str) -> Iterator[Piece]:
-    with open(path, encoding="utf-8") as f:
+    try:
+        yield from _jsonl_lines(path, text_column)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 ({e.reason}); JSON lines must be UTF-8, convert it first") from None
+
+
+def _jsonl_lines(path: Path, text_column: str) -> Iterator[Piece]:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark before the first line is dropped
         for i, line in enumerate(f):
             if not line.strip():
                 continue
@@ -180,7 +274,7 @@ def _jsonl_pieces(path: Path, text_column: str) -> Iterator[Piece]:
                 ) from None
             if not isinstance(text, str):
                 raise DataError(f"{path} line {i + 1}: {text_column!r} is {type(text).__name__}, not a string")
-            yield Piece(i, text, True, f"{path}#{i}")
+            yield Piece(i, strip_bom(text), True, f"{path}#{i}")
 
 
 def open_parquet(path: Path, text_column: str) -> pq.ParquetFile:
@@ -215,7 +309,7 @@ def _parquet_pieces(path: Path, text_column: str, start: int) -> Iterator[Piece]
         for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=[text_column]):
             for text in batch.column(0).to_pylist():
                 if row >= start and text is not None:
-                    yield Piece(row, text, True, f"{path.name}#{row}")
+                    yield Piece(row, strip_bom(text), True, f"{path.name}#{row}")
                 row += 1
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path} is damaged near row {row} ({e}); delete it (a download is fetched again)") from None

@@ -35,6 +35,7 @@ from gpt.eval.perplexity import split_wikitext_articles
 MIRROR_ENV = "GPT2_EVAL_MIRROR"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "eval"
 WIKITEXT_MEMBER = "wikitext-2-raw/wiki.test.raw"
+HINT = f"Try again, pass --mirror URL (or ${MIRROR_ENV}), or put the file in a directory and pass --data-dir DIR"
 
 
 class EvalDataError(RuntimeError):
@@ -86,8 +87,9 @@ def find_local(task: str, data_dir: str | Path) -> Path | None:
     return None
 
 
-def fetch(task: str, data_dir: str | Path, mirror: str | None = None, progress: bool = True) -> Path:
-    """Download the task's file into data_dir (a complete one is reused) and check it; returns its path."""
+def fetch(task: str, data_dir: str | Path, mirror: str | None = None, progress: bool = True, hint: str = HINT) -> Path:
+    """Download the task's file into data_dir (a complete one is reused) and check it; returns its path.
+    hint: what a failure's message tells the user to do, in the caller's own flags (default: scripts/evaluate.py's)."""
     dest = Path(data_dir) / SOURCES[task].filename
     url = source_url(task, mirror)
     if not dest.is_file():
@@ -97,13 +99,12 @@ def fetch(task: str, data_dir: str | Path, mirror: str | None = None, progress: 
         examples = read_file(task, dest)
     except (DownloadError, EvalDataError) as e:
         dest.unlink(missing_ok=True)  # never leave a bad file that looks complete
-        raise EvalDataError(f"{e}. Try again, pass --mirror URL (or ${MIRROR_ENV}), or put the file in a "
-                            f"directory and pass --data-dir DIR") from None  # fmt: skip
+        raise EvalDataError(f"{e}. {hint}") from None
     if len(examples) != SOURCES[task].size:
         dest.unlink()
         raise EvalDataError(
             f"{url} gave {len(examples):,} {task} examples, the full split has {SOURCES[task].size:,}: the file is "
-            "truncated or not the right one (it was deleted). Run again, or use a mirror with --mirror URL"
+            f"truncated or not the right one (it was deleted). {hint}"
         )
     return dest
 
@@ -114,7 +115,7 @@ def read_file(task: str, path: Path) -> list:
         if task == "wikitext":
             return split_wikitext_articles(_read_wikitext(path))
         rows = []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (a file saved by Notepad) is no text
             for i, line in enumerate(f, 1):
                 if line.strip():
                     rows.append(_check_row(task, json.loads(line), i))
@@ -126,9 +127,9 @@ def read_file(task: str, path: Path) -> list:
 
 def _read_wikitext(path: Path) -> str:
     if path.suffix != ".zip":
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     with zipfile.ZipFile(path) as z:
-        return z.read(WIKITEXT_MEMBER).decode("utf-8")  # KeyError when the member is missing
+        return z.read(WIKITEXT_MEMBER).decode("utf-8-sig")  # KeyError when the member is missing
 
 
 def _check_row(task: str, row: dict, line: int) -> dict:
@@ -146,9 +147,10 @@ def _check_row(task: str, row: dict, line: int) -> dict:
 
 def load_task(
     task: str, data_dir: str | Path = DEFAULT_DATA_DIR, *, download: bool = True, mirror: str | None = None,
-    progress: bool = True,
+    progress: bool = True, hint: str = HINT,
 ) -> tuple[list, dict]:  # fmt: skip
-    """(examples, info) for a task. info: the file used, its example count and whether that is the whole split."""
+    """(examples, info) for a task. info: the file used, its example count and whether that is the whole split.
+    hint: how to fix a failed download, in the caller's flags (see fetch)."""
     if task not in SOURCES:
         raise EvalDataError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     path = find_local(task, data_dir)
@@ -157,7 +159,7 @@ def load_task(
             names = " or ".join((SOURCES[task].filename, *SOURCES[task].local_names))
             raise EvalDataError(f"no {task} data in {data_dir} (looked for {names}); download it from "
                                 f"{SOURCES[task].url} into that directory, or leave out --data-dir")  # fmt: skip
-        path = fetch(task, data_dir, mirror, progress)
+        path = fetch(task, data_dir, mirror, progress, hint)
     examples = read_file(task, path)
     if not examples:
         raise EvalDataError(f"{path} holds no {task} examples; delete it (it is re-downloaded) or replace it")

@@ -93,12 +93,16 @@ def score_texts(
 
 def perplexity(model: torch.nn.Module, text: str, *, window: int | None = None, stride: int | None = None,
                enc=None, **kwargs) -> TextScore:  # fmt: skip
-    """Token-level perplexity of one text (TextScore(...).perplexity), <|endoftext|> before it."""
+    """Token-level perplexity of one text (TextScore(...).perplexity), <|endoftext|> before it.
+    Raises ValueError for a text of no tokens (its perplexity is 0/0)."""
     if enc is None:
         from gpt.tokenizer import get_tokenizer
 
         enc = get_tokenizer()
-    return score_texts(model, [enc.encode(text, allowed_special="all")], window=window, stride=stride, **kwargs)[0]
+    ids = enc.encode(text, allowed_special="all")
+    if not ids:
+        raise ValueError("the text is empty: a perplexity needs at least one token")
+    return score_texts(model, [ids], window=window, stride=stride, **kwargs)[0]
 
 
 # ---- WikiText-2, as lm-evaluation-harness reads it -------------------------------------------------------------------

@@ -14,6 +14,7 @@ complete checkpoint. state.pt loads with torch.load(weights_only=True): tensors 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -24,8 +25,10 @@ import numpy as np
 import torch
 
 from gpt.model import GPT
+from gpt.train.config import TrainConfig
 from gpt.utils import fsync_path
 from gpt.weights import load_model, save_model, unwrap_model
+from gpt.weights.format import latest_checkpoint_dir
 
 LATEST = "latest"
 CKPT_RE = re.compile(r"^step_(\d{6,})$")
@@ -45,14 +48,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint `latest` points to, or None when the run has none yet."""
-    pointer = Path(run_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    if not (path / "state.pt").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
-    return path
+    """The checkpoint `latest` points to (or, when a crash or a hand edit left `latest` empty, garbled or naming
+    a checkpoint that is gone, the newest complete one), or None when the run has none yet."""
+    return latest_checkpoint_dir(run_dir, needs=("model.safetensors", "state.pt"))
 
 
 # ---- RNG states, as tensors and plain values (so weights_only loading accepts them) ----------------------------------
@@ -127,7 +125,7 @@ def save_checkpoint(
     else:
         os.replace(tmp, final)
     pointer_tmp = run_dir / f".{LATEST}.tmp{os.getpid()}"
-    pointer_tmp.write_text(name + "\n")
+    pointer_tmp.write_text(name + "\n", encoding="utf-8")
     fsync_path(pointer_tmp)
     os.replace(pointer_tmp, run_dir / LATEST)
     fsync_path(run_dir)
@@ -148,7 +146,26 @@ def load_checkpoint_state(ckpt_dir: str | Path, map_location: str | torch.device
                 f"{ckpt_dir} is neither a checkpoint directory nor a run with a `latest` checkpoint"
             )
         ckpt_dir = latest
-    return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+    try:
+        return torch.load(ckpt_dir / "state.pt", map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # truncated or overwritten after it was written
+        raise ValueError(
+            f"{ckpt_dir / 'state.pt'} is damaged ({type(e).__name__}: {str(e)[:200]}); delete {ckpt_dir} "
+            "to resume from the newest checkpoint before it"
+        ) from None
+
+
+def check_resumable(saved: TrainConfig, resumed: TrainConfig, run_dir: str | Path) -> None:
+    """Raise ValueError when the command line of a --resume changes what the checkpoint's weights are: the model's
+    shape (every GPTConfig field but dropout). Found before any weights are read, with the fix in the message."""
+    before, after = saved.model.to_dict(), resumed.model.to_dict()
+    changed = [k for k in before if k != "dropout" and before[k] != after[k]]
+    if changed:
+        diff = ", ".join(f"model.{k} {before[k]} → {after[k]}" for k in changed)
+        raise ValueError(
+            f"--resume continues the model saved in {run_dir}, but the command line changes its shape ({diff}); "
+            f"drop those flags, or start a new run from these weights with --init-from {run_dir} --out-dir NEW_DIR"
+        )
 
 
 def load_checkpoint_weights(ckpt_dir: str | Path, model: GPT) -> None:

@@ -10,11 +10,13 @@ The command line that builds one (flags, --config FILE, --help from the field co
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt.config import GPTConfig, build_dataclass
+from gpt.utils import utf8_text
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
@@ -64,10 +66,14 @@ class TrainConfig:
     sample_tokens: int = 48  # length of that sample (0 → no sample)
     ckpt_interval: int = 40  # checkpoint every this many steps (and at the end, and on SIGINT/SIGTERM)
     keep_checkpoints: int = 3  # keep the newest N step_XXXXXX directories
+    hellaswag_interval: int = 0  # HellaSwag (completion style, gpt/eval) every this many steps and at the end; 0 → off
+    hellaswag_examples: int = 0  # score the first N validation examples each time; 0 → all 10,042
+    hellaswag_data_dir: str = "data/eval"  # holds hellaswag_val.jsonl; downloaded there once if missing
     tensorboard: bool = True  # write TensorBoard event files into the run directory
     wandb_mode: str = "auto"  # auto (online if a W&B API key is set, else offline) | online | offline | disabled
     wandb_project: str = "gpt2-from-scratch"
-    progress: bool = True  # tqdm progress bar (loss, tok/s, ETA)
+    progress: bool = True  # tqdm progress bar (loss, tok/s, ETA); not on a terminal: a log line every log_interval
+    log_interval: int = 10  # steps between plain log lines when the output is not a terminal (nohup, CI, log files)
     # ---- system ----
     device: str = "auto"  # auto (CUDA, else refuse: see the CUDA guard) | cuda | cpu | mps
     force_cpu: bool = False  # train on the CPU when there is no CUDA (use a small config: configs/tiny.yaml)
@@ -80,22 +86,26 @@ class TrainConfig:
             self.model = model_config_from(self.model)
         elif isinstance(self.model, str):
             self.model = GPTConfig.from_preset(self.model)
-        for name in ("batch_size", "total_batch_tokens", "max_steps", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "total_batch_tokens", "max_steps", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "sample_tokens", "ckpt_interval", "keep_checkpoints"):
+        for name in ("warmup_steps", "sample_tokens", "ckpt_interval", "keep_checkpoints", "hellaswag_interval",
+                     "hellaswag_examples"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.ckpt_interval == 0:
             raise ValueError("ckpt_interval must be at least 1 (a checkpoint is also written at the end)")
         if self.keep_checkpoints == 0:
             raise ValueError("keep_checkpoints must be at least 1, or resuming would have nothing to start from")
-        if self.seq_len is not None and not 1 <= self.seq_len <= self.model.context_length:
+        # with init_from, the weights' context length is what seq_len must fit (gpt/train/pretrained.py checks it)
+        ctx = self.model.context_length if not self.init_from else self.seq_len
+        if self.seq_len is not None and not 1 <= self.seq_len <= ctx:
             raise ValueError(f"seq_len must be in [1, model.context_length={self.model.context_length}]")
         if not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError(f"need 0 <= min_lr ({self.min_lr}) <= learning_rate ({self.learning_rate})")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        self.sample_prompt = utf8_text(self.sample_prompt, "sample_prompt")  # argv's bytes as UTF-8, or an error
         if self.wandb_mode not in WANDB_MODES:
             raise ValueError(f"wandb_mode must be one of {WANDB_MODES}, got {self.wandb_mode!r}")
         if self.dtype not in TRAIN_DTYPES:
@@ -113,6 +123,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Raises ValueError on an unknown field or a value of the wrong type (max_steps: "ten" in a YAML file)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config is a mapping of TrainConfig fields (max_steps: 50, ...), got {d!r:.80}")
+        hints, d = typing.get_type_hints(cls), dict(d)
+        for name, value in d.items():
+            types = tuple(t for t in typing.get_args(hints.get(name)) or (hints.get(name),) if isinstance(t, type))
+            if name == "model" or not types:
+                continue
+            if float in types and isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
+                try:
+                    d[name] = value = float(value)
+                except ValueError:
+                    pass
+            ok = isinstance(value, types + ((int,) if float in types else ())) and not (
+                isinstance(value, bool) and bool not in types
+            )
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ValueError(f"{name} must be {names}, got {value!r}")
         return build_dataclass(cls, d)
 
     def to_yaml(self) -> str:
@@ -131,7 +160,12 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found; the shipped ones are in configs/")
-        return cls.from_yaml(path.read_text(encoding="utf-8"))
+        import yaml
+
+        try:
+            return cls.from_yaml(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def model_config_from(value: str | dict[str, Any]) -> GPTConfig:

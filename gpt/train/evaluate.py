@@ -57,5 +57,8 @@ def eval_sample(
     ids = enc.encode_ordinary(prompt) or [EOT_ID]
     gen = torch.Generator(device=device).manual_seed(seed)
     with autocast:
-        out = generate(model, torch.tensor([ids], device=device), n_tokens, temperature=1.0, top_k=50, generator=gen)
+        out = generate(
+            model, torch.tensor([ids], device=device), n_tokens, temperature=1.0, top_k=50, generator=gen,
+            n_vocab=enc.n_vocab,  # a model with more rows than the tokenizer (vocab_size 50304) never samples them
+        )  # fmt: skip
     return prompt + sample_text(enc, out[0, len(ids) :].tolist())

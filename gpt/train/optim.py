@@ -34,6 +34,10 @@ def configure_optimizer(
     """AdamW over param_groups(); the fused kernel (one launch for all parameters) on CUDA and CPU, where it is
     the fastest implementation; the default (foreach) elsewhere."""
     fused = device_type in ("cuda", "cpu")
+    for p in model.parameters():  # plain row-major weights for training, e.g. after load_model's decode layout;
+        if not p.is_contiguous():  # in place, before the optimizer state exists (fused AdamW assumes both share
+            with torch.no_grad():  # one layout: torch 2.13's CPU kernel computes wrong updates when they differ)
+                p.data = p.data.contiguous()
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused)
 
 

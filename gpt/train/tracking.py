@@ -21,11 +21,14 @@ import html
 import json
 import math
 import os
+import re
 import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from gpt.utils import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_PNG = "loss.png"
@@ -128,6 +131,36 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if wandb_has_api_key() else "offline"
 
 
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, oldest first. What a crash can leave is skipped, not an error: a partial
+    last line (`{"step": 3, "train/lo`), a line of NUL bytes (a file extended but never written), any line that
+    is not a JSON object with an integer "step"."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+    return records
+
+
+def read_wandb_run_id(path: str | Path) -> str | None:
+    """The W&B run id saved in a run directory, or None when the file is missing, empty or garbled (a crash while
+    writing it): the resumed run then starts a new W&B run instead of failing."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+    return text if re.fullmatch(r"[0-9a-z]{1,64}", text) else None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 class Tracker:
     """One place that every metric goes through: TensorBoard + W&B + metrics.jsonl, and the loss-curve PNG.
 
@@ -151,13 +184,11 @@ class Tracker:
         self.metrics_path = self.run_dir / METRICS_FILE
         self.records: list[dict[str, Any]] = []
         if resume_step is not None and self.metrics_path.is_file():
-            with open(self.metrics_path) as f:
-                old = [json.loads(line) for line in f if line.strip()]
-            self.records = [r for r in old if r["step"] <= resume_step]
-            tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-            os.replace(tmp, self.metrics_path)
-        self._metrics_file = open(self.metrics_path, "a")
+            self.records = [r for r in read_metrics(self.metrics_path) if r["step"] <= resume_step]
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        if self._metrics_file.tell() and not _ends_with_newline(self.metrics_path):  # a crash's partial last line
+            self._metrics_file.write("\n")  # ends it, so the next record is a line of its own
         purge = resume_step + 1 if resume_step is not None else None
         self.tb = TensorBoardWriter(self.run_dir, purge_step=purge) if tensorboard else None
         self.wandb_run = None
@@ -169,8 +200,8 @@ class Tracker:
         import wandb
 
         id_file = self.run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if resuming and id_file.is_file() else uuid.uuid4().hex[:12]
-        id_file.write_text(run_id + "\n")
+        run_id = (read_wandb_run_id(id_file) if resuming else None) or uuid.uuid4().hex[:12]
+        atomic_write_text(id_file, run_id + "\n")
         kwargs = dict(project=project, name=run_name, id=run_id, resume="allow", config=config, dir=str(self.run_dir),
                       settings=wandb.Settings(console="off", silent=True))  # fmt: skip
         try:

@@ -16,6 +16,7 @@ import torch
 
 from gpt.config import GPTConfig
 from gpt.model import GPT
+from gpt.utils import read_json
 from gpt.weights import tf_checkpoint
 from gpt.weights.format import TIED_KEY, read_each_tensor
 
@@ -148,7 +149,7 @@ def convert_openai(directory: str | Path, reader: str = "numpy") -> ConvertedWei
     hparams = directory / "hparams.json"
     if not hparams.is_file():
         raise FileNotFoundError(f"no hparams.json in {directory}; an OpenAI GPT-2 directory holds it with model.ckpt.*")
-    config = config_from_openai_hparams(json.loads(hparams.read_text()))
+    config = config_from_openai_hparams(read_json(hparams))
     if reader == "numpy":
         tensors = tf_checkpoint.load_checkpoint(directory)
     elif reader == "tensorflow":
@@ -180,7 +181,7 @@ def convert_hf(directory: str | Path) -> ConvertedWeights:
             raise FileNotFoundError(
                 f"no {p.name} in {directory}; a Hugging Face GPT-2 directory holds config.json and model.safetensors"
             )
-    config = config_from_hf(json.loads(config_path.read_text()))
+    config = config_from_hf(read_json(config_path))
     try:
         tensors = read_each_tensor(weights_path, torch.clone)  # own memory, so conversion peaks near one copy
     except Exception as e:  # safetensors raises its own error types for truncated or garbled files

@@ -10,6 +10,7 @@ load_model also accepts a training checkpoint directory (step_000500/ holding mo
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,21 @@ def unwrap_model(model: torch.nn.Module) -> GPT:
             return model
 
 
+def latest_checkpoint_dir(run_dir: str | Path, needs: tuple[str, ...] = ("model.safetensors",)) -> Path | None:
+    """The checkpoint directory a run directory's `latest` file names (gpt/train/checkpoint.py writes both).
+    Checkpoints are renamed into place whole, so when `latest` is empty, garbled or names a checkpoint that is
+    gone (what a crash, a full disk or a hand edit can leave), the newest step_NNNNNN directory holding the files
+    in `needs` is the answer. None when the run has no such checkpoint."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / "latest"
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip() if pointer.is_file() else ""
+    complete = lambda d: all((d / f).is_file() for f in needs)
+    if re.fullmatch(r"step_\d{6,}", name) and complete(run_dir / name):
+        return run_dir / name
+    found = [d for d in run_dir.glob("step_*") if re.fullmatch(r"step_\d{6,}", d.name) and complete(d)]
+    return max(found, key=lambda d: int(d.name[5:]), default=None)
+
+
 def resolve_weights_path(path: str | Path) -> Path:
     """A .safetensors file as given; a checkpoint dir → its model.safetensors; a run dir → its `latest` checkpoint."""
     path = Path(path)
@@ -78,9 +94,9 @@ def resolve_weights_path(path: str | Path) -> Path:
     if path.is_dir():
         if (path / "model.safetensors").is_file():
             return path / "model.safetensors"
-        if (path / "latest").is_file():
-            name = (path / "latest").read_text().strip()
-            return resolve_weights_path(path / name)
+        ckpt = latest_checkpoint_dir(path)
+        if ckpt is not None:
+            return ckpt / "model.safetensors"
         raise FileNotFoundError(
             f"{path} is a directory with neither model.safetensors nor a `latest` checkpoint pointer; "
             "pass a .safetensors file, a checkpoint directory or a run directory"
@@ -123,15 +139,36 @@ def read_each_tensor(path: str | Path, transform: Callable, device: str | torch.
     return out
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> GPT:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, layout: str = "decode"
+) -> GPT:
     """Load a saved GPT in eval mode, holding one copy of the weights: the model is built on the meta device
-    (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it."""
+    (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it.
+
+    layout "decode" (default): lay the weights out for generate() with gpt.fast_decode.prepare_for_decoding — on a
+    CPU in fp32 each Linear weight is stored column-major (same values, names and shapes; MKL streams it ≈1.2-1.4×
+    faster at batch 1; one copy of the weights at load). The model still trains: an optimizer built afterwards keeps its state in
+    the same layout (gpt.train.configure_optimizer restores the plain one first). "plain": the file's layout."""
+    if layout not in ("decode", "plain"):
+        raise ValueError(f"layout must be 'decode' or 'plain', got {layout!r}")
     path = resolve_weights_path(path)
     config = read_config(path)
     dtype = get_dtype(dtype) if dtype is not None else None
     with torch.device("meta"):
         model = GPT(config)
-    if dtype is None and torch.device(device).type == "cpu":
+    on_cpu = torch.device(device).type == "cpu"
+    cpu_fp32 = on_cpu and (dtype == torch.float32 or (dtype is None and _file_is_fp32(path)))
+    if layout == "decode" and cpu_fp32:
+        # The decode layout (gpt/fast_decode.py): each matrix but the position table copied column-major as it is
+        # read; vectors and wpe stay zero-copy views of the mapped file.
+        with safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+        for key, t in state.items():
+            if t.is_floating_point():
+                state[key] = t.float()  # a no-op for an fp32 file
+            if t.dim() == 2 and key != "transformer.wpe.weight":
+                state[key] = read_column_major(path, key)
+    elif dtype is None and on_cpu:
         # Zero-copy: safetensors maps the file and each tensor is a copy-on-write view of its bytes, so resident
         # memory grows only as weights are used, to one copy (pages shared with the OS file cache); writes stay private.
         with safe_open(str(path), framework="pt") as f:
@@ -146,6 +183,26 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
         raise ValueError(f"{path} does not match its own config: missing {missing}, unexpected {unexpected}")
     model.lm_head.weight = model.transformer.wte.weight  # re-tie: assign replaced wte's Parameter
     return model.eval()
+
+
+def read_column_major(path: Path, key: str, rows_per_read: int = 4096) -> torch.Tensor:
+    """A 2-D tensor of a safetensors file as float32, (rows, cols) stored column-major, read a block of rows at a
+    time with the file mapped only for that block: peak memory is the copy plus one block, not the copy plus the
+    whole mapped tensor (a 124M load peaks at 1.19× the file, not 1.48×)."""
+    with safe_open(str(path), framework="pt") as f:
+        rows, cols = f.get_slice(key).get_shape()
+    out = torch.empty(cols, rows, dtype=torch.float32).t()  # (rows, cols), column-major; copies below convert
+    for i in range(0, rows, rows_per_read):
+        with safe_open(str(path), framework="pt") as f:
+            out[i : i + rows_per_read] = f.get_slice(key)[i : i + rows_per_read]
+    return out
+
+
+def _file_is_fp32(path: Path) -> bool:
+    """Whether the file's first tensor is float32 (our files hold one dtype)."""
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        return bool(keys) and f.get_slice(keys[0]).get_dtype() == "F32"
 
 
 # ---- OpenAI's and Hugging Face's checkpoints → our state dict, and back --------------------------------------------

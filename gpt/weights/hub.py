@@ -25,6 +25,7 @@ import torch
 from gpt.config import OPENAI_SIZES, GPTConfig, canonical_preset
 from gpt.download import DownloadError, download_file
 from gpt.model import GPT
+from gpt.utils import read_json
 from gpt.tokenizer import BPE_FILES, TokenizerFileError, verify_bpe_files
 from gpt.weights.convert import config_from_openai_hparams
 
@@ -79,7 +80,7 @@ def expected_sizes(source: str, size: str, directory: Path) -> dict[str, int]:
     sizes = dict(BPE_SIZES)
     hparams = directory / "hparams.json"
     if hparams.is_file():
-        config = config_from_openai_hparams(json.loads(hparams.read_text(encoding="utf-8")))
+        config = config_from_openai_hparams(read_json(hparams))
         sizes[OPENAI_DATA] = checkpoint_bytes(config)
         preset = GPTConfig.from_preset(size)
         if (config.n_layer, config.n_head, config.n_embd) == (preset.n_layer, preset.n_head, preset.n_embd):

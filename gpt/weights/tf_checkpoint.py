@@ -215,7 +215,7 @@ def checkpoint_prefix(path: str | Path) -> Path:
     if path.is_dir():
         pointer = path / "checkpoint"  # text proto: model_checkpoint_path: "model.ckpt"
         if pointer.is_file():
-            for line in pointer.read_text().splitlines():
+            for line in pointer.read_text(encoding="utf-8").splitlines():
                 if line.startswith("model_checkpoint_path:"):
                     return path / line.split(":", 1)[1].strip().strip('"')
         indexes = sorted(path.glob("*.index"))

@@ -1,0 +1,67 @@
+"""Issue 15's speed goals, each checked against a bench/run.py result: a ratio measured in the same run, its
+target, and whether it is met. Only goals whose numbers the run measured appear."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Goal(NamedTuple):
+    goal: str
+    value: float  # the measured ratio (a fraction for shares of a ceiling or of a peak)
+    target: str  # the target, in words: "≥ 1.30×"
+    met: bool
+
+
+def _row(rows: list[dict], name: str, batch: int = 1) -> dict | None:
+    return next((r for r in rows if r["name"] == name and r["batch_size"] == batch), None)
+
+
+def check_goals(results: dict) -> list[Goal]:
+    """The goals this run measured; decode rows come from bench/generate.py, training rows from bench/train.py."""
+    out = []
+    rows = results.get("decode", {}).get("rows", [])
+    fp32 = _row(rows, "ours float32 eager")
+    if fp32:
+        out.append(Goal("decode B=1 fp32, load_model + generate: × HF generate", fp32["ratio_vs_hf"], "≥ 1.30×",
+                        fp32["ratio_vs_hf"] >= 1.3))  # fmt: skip
+        out.append(Goal("decode B=1 fp32, load_model + generate: share of the bandwidth ceiling",
+                        fp32["frac_ceiling"], "≥ 70%", fp32["frac_ceiling"] >= 0.7))  # fmt: skip
+    bf16 = [r for r in (_row(rows, "ours bfloat16 eager"), _row(rows, "ours bfloat16 compiled")) if r]
+    if bf16:
+        best = max(r["ratio_vs_hf"] for r in bf16)
+        out.append(Goal("decode B=1 bf16 weights (best of eager / CompiledDecoder()): × HF fp32", best, "≥ 2.00×",
+                        best >= 2.0))  # fmt: skip
+    for batch in sorted({r["batch_size"] for r in rows}):
+        for dtype in ("float32", "bfloat16"):
+            eager, comp = _row(rows, f"ours {dtype} eager", batch), _row(rows, f"ours {dtype} compiled", batch)
+            if eager and comp:
+                r = comp["tok_s"] / eager["tok_s"]
+                # 3% for noise: where CompiledDecoder falls back to eager the two are the same code
+                out.append(Goal(f"decode B={batch} {dtype}: CompiledDecoder() × eager", r, "≥ 0.97× (never slower)",
+                                r >= 0.97))  # fmt: skip
+    train = results.get("train", {}).get("rows", [])
+    hf = {r["dtype"]: r["tokens_per_sec"] for r in train if r["model"] == "hf"}
+    for r in train:
+        if r["model"] == "ours" and r["dtype"] == "bf16" and "bf16" in hf:
+            ratio = r["tokens_per_sec"] / hf["bf16"]
+            out.append(Goal("training bf16: × HF", ratio, "≥ 1.50×", ratio >= 1.5))
+    mfus = [r["mfu_measured_peak"] for r in train if "mfu_measured_peak" in r]
+    if mfus:
+        out.append(Goal("MFU against the swept peak is a share (sanity)", max(mfus), "≤ 100%", max(mfus) <= 1.0))
+    threads = results.get("threads")
+    if threads:
+        share = threads["busy_tok_s"] / threads["quiet_tok_s"]
+        out.append(Goal("tiny training beside a busy process: share of the quiet speed", share,
+                        "≥ 45% (a fair share of 2 cores is 50%)", share >= 0.45))  # fmt: skip
+    return out
+
+
+def markdown_goals(goals: list[Goal]) -> list[str]:
+    if not goals:
+        return []
+    L = ["## Goals (issue 15), from this run", "", "| goal | measured | target | met |", "|---|---:|---|:---:|"]
+    for g in goals:
+        value = f"{g.value:.0%}" if "%" in g.target else f"{g.value:.2f}×"
+        L += [f"| {g.goal} | {value} | {g.target} | {'met' if g.met else '**not met**'} |"]
+    return L + [""]

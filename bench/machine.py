@@ -1,0 +1,63 @@
+"""The machine a benchmark ran on: its name (the report's file name) and the environment the report records."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from gpt.fast_decode import cpu_flags as all_cpu_flags
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The matmul-relevant instruction sets this CPU has (they decide what bf16 costs)."""
+    flags = all_cpu_flags()
+    return " ".join(f for f in ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"] if f in flags)
+
+
+def machine_name(device: str) -> str:
+    """A file name for this machine: the GPU model on CUDA, else the CPU model and the thread count."""
+    if device.startswith("cuda"):
+        raw = torch.cuda.get_device_name(torch.device(device))
+    else:
+        raw = f"cpu {cpu_model()} {torch.get_num_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
+
+
+def environment(device: str) -> dict:
+    env = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:
+        env["transformers"] = None
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
