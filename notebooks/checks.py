@@ -434,3 +434,55 @@ def check_lens_next_token_probs(my_lens) -> None:
         got = my_lens(model, idx)
     expect_close(got, logit_lens(model, idx).next_token_probs, "next-token probabilities by layer")
     ok(f"the logit lens by hand: {SMALL.n_layer + 1} readouts equal gpt.introspect.logit_lens")
+
+
+# ---- 09 · fine-tuning ---------------------------------------------------------------------------------------------
+def check_instruction_targets(my_instruction_targets) -> None:
+    """my_instruction_targets(prompt_ids: list[int], response_ids: list[int]) -> (x, y), 1-D tensors: x the whole
+    sequence without its last token, y the sequence shifted by one with -100 wherever the target is a prompt token."""
+    cases = [([5, 6, 7], [8, 9]), ([1, 2, 3, 4, 5], [6]), ([10, 11], [12, 13, 14, 15])]
+    for prompt, response in cases:
+        ids = torch.tensor(prompt + response)
+        y = ids[1:].clone()
+        y[: len(prompt) - 1] = -100
+        x_got, y_got = my_instruction_targets(prompt, response)
+        expect_close(x_got, ids[:-1], f"x for prompt {prompt}, response {response}")
+        expect_close(y_got, y, f"y for prompt {prompt}, response {response}")
+        expect(int((torch.as_tensor(y_got) != -100).sum()) == len(response), "every response token, and only they")
+    ok(f"{len(cases)} examples: the loss counts exactly the response's tokens")
+
+
+def check_lora_merge(my_merged_weight) -> None:
+    """my_merged_weight(W (out, in), A (r, in), B (out, r), scale) -> (out, in): the weight of one nn.Linear that
+    computes W x + scale · B A x (LoRA, Hu et al. 2021, arXiv 2106.09685, eq. 3)."""
+    g = torch.Generator().manual_seed(9)
+    for out_f, in_f, r, scale in [(6, 5, 2, 2.0), (12, 8, 4, 0.5)]:
+        W, A = torch.randn(out_f, in_f, generator=g), torch.randn(r, in_f, generator=g)  # (out, in), (r, in)
+        B = torch.randn(out_f, r, generator=g)  # (out, r)
+        x = torch.randn(3, in_f, generator=g)
+        merged = my_merged_weight(W.clone(), A, B, scale)
+        expect_close(x @ torch.as_tensor(merged).T, x @ W.T + scale * (x @ A.T) @ B.T, f"outputs for r={r}")
+    ok("the merged weight computes what the frozen weight plus its LoRA update does")
+
+
+# ---- 10 · data and speed ------------------------------------------------------------------------------------------
+def check_padded_vocab(my_padded_vocab) -> None:
+    """my_padded_vocab(vocab_size, multiple) -> int: vocab_size rounded up to a multiple of `multiple`."""
+    cases = [(50257, 64), (50257, 128), (100, 8), (64, 64), (1, 1)]
+    for v, m in cases:
+        expected = GPTConfig(vocab_size=v, vocab_multiple=m).padded_vocab_size
+        got = my_padded_vocab(v, m)
+        expect(got == expected, f"vocab {v}, multiple {m}: you say {got}, expected {expected}")
+    ok(f"{len(cases)} vocabulary sizes padded as GPTConfig.padded_vocab_size pads them")
+
+
+def check_train_flops(my_train_flops) -> None:
+    """my_train_flops(n_params, n_tokens) -> float: the training compute C ≈ 6 N D in FLOPs (2 N D forward, 4 N D
+    backward; Kaplan et al. 2020 §2.1, used by Chinchilla, arXiv 2203.15556)."""
+    for n, d in [(124e6, 10e9), (70e9, 1.4e12), (1e6, 20e6)]:
+        got = my_train_flops(n, d)
+        expected = 6 * n * d
+        expect(
+            math.isclose(got, expected, rel_tol=1e-9), f"N={n:.0e}, D={d:.0e}: you say {got:.3e}, not {expected:.3e}"
+        )
+    ok("C = 6 N D for three models, Chinchilla 70B on 1.4T tokens among them")

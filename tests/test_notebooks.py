@@ -377,6 +377,13 @@ def _wrong_answers():
         "check_accuracy_stderr": lambda hits: (sum(hits) / len(hits) * (1 - sum(hits) / len(hits)) / len(hits)) ** 0.5,
         "check_induction_scores": duplicate_token_scores,
         "check_lens_next_token_probs": lens_without_ln_f,
+        "check_instruction_targets": lambda prompt, response: (
+            torch.tensor(prompt + response)[:-1],
+            torch.tensor(prompt + response)[1:],
+        ),  # counts the prompt's tokens too
+        "check_lora_merge": lambda W, A, B, scale: W + B @ A,  # forgets the scale
+        "check_padded_vocab": lambda v, m: v // m * m,  # rounds down
+        "check_train_flops": lambda n, d: 2 * n * d,  # the forward pass only
     }
 
 
