@@ -38,6 +38,7 @@ APPENDICES = sorted(NOTEBOOK_DIR.glob("appendix_*.ipynb"))
 SOLUTIONS = sorted((NOTEBOOK_DIR / "solutions").glob("*_solutions.ipynb"))
 COURSE = CHAPTERS + APPENDICES  # in reading order
 ALL = COURSE + SOLUTIONS
+CHECK_FILES = [NOTEBOOK_DIR / n for n in ("checks.py", "checks_later.py", "check_tools.py")]  # the exercises' checks
 RENDERED = ROOT / "docs" / "notebooks"  # executed copies, as Markdown with PNG figures (scripts/render_notebooks.py)
 HANG_S = 600  # per cell: only a hung kernel gets near it (the slowest cell, a training run, takes about a minute)
 
@@ -199,7 +200,7 @@ def _package_definitions() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", ALL + [NOTEBOOK_DIR / "checks.py"], ids=ids(ALL) + ["checks"])
+@pytest.mark.parametrize("path", ALL + CHECK_FILES, ids=ids(ALL) + [p.stem for p in CHECK_FILES])
 def test_notebook_does_not_redefine_the_package(path):
     """Notebooks import gpt/; a didactic version of something must have its own name (and be checked equal)."""
     package = _package_definitions()
