@@ -22,22 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
 
-import torch  # noqa: E402
-from run import environment, log, machine_name, write_atomic  # noqa: E402  (bench/run.py)
+import torch
+from run import environment, log, machine_name, write_atomic  # bench/run.py
 
-from gpt import GPT, GPTConfig, export_hf  # noqa: E402
-from gpt.eval import hellaswag_metrics, load_task, score_hellaswag  # noqa: E402
-from gpt.eval.hellaswag import build_request  # noqa: E402
-from gpt.tokenizer import get_tokenizer  # noqa: E402
-from gpt.utils import get_device, get_dtype  # noqa: E402
-from gpt.weights import load_model  # noqa: E402
+from gpt import GPT, GPTConfig, export_hf
+from gpt.eval import hellaswag_metrics, load_task, score_hellaswag
+from gpt.eval.hellaswag import build_request
+from gpt.tokenizer import get_tokenizer
+from gpt.utils import get_device, get_dtype
+from gpt.weights import load_model
 
 WEIGHTS = ROOT / "weights" / "gpt2-124M.safetensors"
 

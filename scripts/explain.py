@@ -40,7 +40,7 @@ ASSETS = {  # URL path → (file, content type): everything the server will ever
 }
 MAX_BODY = 4 << 20  # bytes of JSON a request may carry
 
-from explain_api import App, BadRequest, Explainer  # noqa: E402  (the page's JSON; after the sys.path lines)
+from explain_api import App, BadRequest, Explainer  # the page's JSON API (scripts/explain_page/, on sys.path above)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package imports from the repo root
 
-from gpt.weights import export_hf, load_model, resolve_weights_path  # noqa: E402
+from gpt.weights import export_hf, load_model, resolve_weights_path
 
 
 def main(argv: list[str] | None = None) -> int:
