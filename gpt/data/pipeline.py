@@ -4,6 +4,11 @@ in order; the hub files fetched as the reading reaches them; a progress report t
 The main process reads the sources in order (gpt/data/sources.py) and groups their pieces into batches of about
 batch_chars characters; worker processes tokenize them; the results come back in submission order, so what is
 written never depends on the number of processes.
+
+What each part costs, measured on a 2-core AMD EPYC (`python bench/data.py --only prep`): tiktoken tokenizes
+≈ 20 MB/s of text on one core. Threads would share one process (tiktoken's Rust releases the GIL) but reached only
+1.5x one core on 2 (processes: 1.9x); a worker that imports the package (torch included, ≈ 1 s) before its first
+batch costs a second of a core; a list of Python ints per document, converted to numpy, ≈ 10%.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -25,10 +31,11 @@ import numpy as np
 
 from gpt.data.shards import TOKEN_DTYPE
 from gpt.data.sources import Source, iter_pieces
-from gpt.tokenizer import EOT_ID, get_tokenizer
+from gpt.tokenizer import EOT_ID, EOT_TOKEN, get_tokenizer
 from gpt.utils import progress_bar
 
 LOG_SECONDS = 30.0  # a progress line this often when stderr is not a terminal (a log file)
+_EOT = np.array([EOT_ID], dtype=np.uint32)
 
 
 # ---- tokenizing batches in worker processes --------------------------------------------------------------------------
@@ -41,41 +48,65 @@ class Batch:
     keys: list[str | None]  # at each start, a hash of the piece's text (when asked for): copies share a split
 
 
+def encode_ordinary(text: str) -> np.ndarray:
+    """tiktoken's encode_ordinary(text) as a (n,) uint32 array, made in Rust without a list of Python ints. A str
+    that UTF-8 cannot hold (a lone surrogate from a JSON escape) takes encode_ordinary's path, which replaces it."""
+    enc = get_tokenizer()
+    try:
+        return enc.encode_to_numpy(text, disallowed_special=())
+    except UnicodeEncodeError:
+        return np.array(enc.encode_ordinary(text), dtype=np.uint32)
+
+
+def encode_documents(texts: list[str]) -> np.ndarray:
+    """<|endoftext|> + encode_ordinary(text) for each text, back to back, in one call into tiktoken: (N,) uint32.
+    tiktoken splits its input at each allowed special token and encodes the parts separately, so this equals the
+    text-by-text result, provided no text holds the characters "<|endoftext|>" itself (the caller checks)."""
+    joined = EOT_TOKEN + EOT_TOKEN.join(texts)
+    try:
+        return get_tokenizer().encode_to_numpy(joined, allowed_special={EOT_TOKEN}, disallowed_special=())
+    except UnicodeEncodeError:
+        return np.concatenate([np.concatenate([_EOT, encode_ordinary(t)]) for t in texts])
+
+
 def encode_pieces(texts: list[str], starts: list[bool]) -> tuple[np.ndarray, list[int]]:
     """Tokens of all pieces back to back, <|endoftext|> before each piece that starts a document: (N,) uint16, and
-    each piece's token count (EOT included)."""
-    enc = get_tokenizer()
-    parts, lengths = [], []
+    each piece's token count (EOT included). Runs of whole documents go to tiktoken in one call (the Python between
+    documents cost more than the tokenizing of short ones); a document's later pieces, and a text that holds
+    "<|endoftext|>" as characters, one at a time."""
+    parts, lengths, run = [], [], []
+
+    def flush() -> None:
+        if run:
+            ids = encode_documents(run)
+            eots = np.flatnonzero(ids == EOT_ID)  # ordinary text never gives id 50256: one per document
+            lengths.extend(np.diff(eots, append=ids.size).tolist())
+            parts.append(ids)
+            run.clear()
+
     for text, start in zip(texts, starts):
-        ids = enc.encode_ordinary(text)
-        parts.append(np.array([EOT_ID, *ids] if start else ids, dtype=TOKEN_DTYPE))
-        lengths.append(len(ids) + start)
-    return (np.concatenate(parts) if parts else np.zeros(0, TOKEN_DTYPE)), lengths
+        if start and EOT_TOKEN not in text:
+            run.append(text)
+            continue
+        flush()
+        ids = encode_ordinary(text)
+        parts += [_EOT, ids] if start else [ids]
+        lengths.append(ids.size + start)
+    flush()
+    return (np.concatenate(parts).astype(TOKEN_DTYPE) if parts else np.zeros(0, TOKEN_DTYPE)), lengths
 
 
-def worker_context():
-    """How worker processes start. Not fork: the main process may hold threads (pyarrow's, a download's), and forking
-    a process with threads can deadlock the child. A fork server (Unix) imports this module once and forks each worker
-    from it, cheap; spawn (Windows) starts each from scratch (≈ 1.5 s of imports each). Either way the calling script
-    needs the `if __name__ == "__main__":` guard, as any multiprocessing program."""
-    if "forkserver" not in get_all_start_methods():
-        return get_context("spawn")
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-def start_workers(processes: int) -> ProcessPoolExecutor:
+def start_workers(processes: int, ctx) -> ProcessPoolExecutor:
     """A pool of tokenizer processes that end with the main process, even when it is SIGKILLed (a pool's workers
     would otherwise wait forever on their task queue, whose writing end each of them holds too)."""
-    ctx = worker_context()
-    main_alive, keep = ctx.Pipe(duplex=False)  # only the main process holds `keep`; its death closes the pipe
-    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(main_alive,))
+    main_alive, keep = ctx.Pipe(duplex=False)  # only the main process keeps `keep` open; its death closes the pipe
+    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(main_alive, keep))
     pool._main_alive = keep  # lives as long as the pool
     return pool
 
 
-def _worker_init(main_alive) -> None:
+def _worker_init(main_alive, keep) -> None:
+    keep.close()  # this process's copy (inherited by a fork), so that only the main process holds the pipe open
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
     def watch() -> None:
@@ -86,17 +117,76 @@ def _worker_init(main_alive) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    get_tokenizer()  # loaded (or, after a fork, already there) before the first batch arrives
 
 
-def encoded(batches: Iterator[Batch], pool: ProcessPoolExecutor | None, depth: int):
+def _ready() -> bool:
+    return True
+
+
+class Workers:
+    """The tokenizer processes, `pool` once they are up (None before).
+
+    On Linux they are forked from this process when it starts them (before it starts any thread of its own), with
+    the tokenizer already loaded: ready in milliseconds, and a worker runs nothing but tiktoken and numpy, so the
+    threads a fork does not copy (numpy's BLAS pool, pyarrow's allocator) are never missed. Elsewhere a fork server
+    (macOS) or spawn (Windows) starts them in the background, ≈ 1-2 s of imports, while the main process tokenizes
+    the first batches itself. Either way a script that calls this needs the `if __name__ == "__main__":` guard."""
+
+    def __init__(self, processes: int):
+        self.pool: ProcessPoolExecutor | None = None
+        self.error: BaseException | None = None
+        self._lock, self._closed = threading.Lock(), False
+        if sys.platform == "linux":
+            get_tokenizer()
+            with warnings.catch_warnings():  # Python ≥ 3.12 warns of any fork with threads; see above
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pool = start_workers(processes, get_context("fork"))
+                pool.submit(_ready).result()  # a fork pool starts all its processes at the first task
+            self.pool = pool
+        else:
+            threading.Thread(target=self._start, args=(processes,), daemon=True).start()
+
+    def _start(self, processes: int) -> None:
+        try:
+            if "forkserver" in get_all_start_methods():
+                ctx = get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])  # imported once by the server, not by each worker
+            else:
+                ctx = get_context("spawn")
+            pool = start_workers(processes, ctx)
+            for f in [pool.submit(_ready) for _ in range(processes)]:
+                f.result()
+        except BaseException as e:  # handed to the main thread
+            self.error = e
+            return
+        with self._lock:
+            if self._closed:
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                self.pool = pool
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def encoded(batches: Iterator[Batch], workers: Workers | None, depth: int):
     """(batch, tokens, lengths) in batch order, with at most `depth` batches in flight (Pool.imap would read the
-    whole dataset ahead into its queue)."""
-    if pool is None:
-        yield from ((b, *encode_pieces(b.texts, b.starts)) for b in batches)
-        return
+    whole dataset ahead into its queue). Until the workers are up, this process tokenizes each batch itself: the
+    same function on the same batch, so the output does not depend on who tokenized what."""
     window: deque = deque()
     for b in batches:
-        window.append((b, pool.submit(encode_pieces, b.texts, b.starts)))
+        if workers is not None and workers.error is not None:
+            raise workers.error
+        if workers is not None and workers.pool is not None:
+            future = workers.pool.submit(encode_pieces, b.texts, b.starts)
+        else:
+            future = Future()
+            future.set_result(encode_pieces(b.texts, b.starts))
+        window.append((b, future))
         b.texts = None
         if len(window) >= depth:
             b0, future = window.popleft()

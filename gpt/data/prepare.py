@@ -32,10 +32,10 @@ from gpt.data.pipeline import (
     Batch,
     Fetcher,
     Progress,
+    Workers,
     default_processes,
     encoded,
     read_batches,
-    start_workers,
 )
 from gpt.data.shards import (
     DISK_FULL_ERRNOS,
@@ -55,7 +55,7 @@ from gpt.tokenizer import EOT_ID, EOT_TOKEN, TOKENIZER_SHA256, VOCAB_SIZE
 from gpt.utils import fsync_path
 
 CHECKPOINT_SECONDS = 10.0  # also at every finished shard
-SMALL_INPUT_BYTES = 16 << 20  # below this, one process: starting workers (≈ 1.5 s each) would cost more than it saves
+SMALL_INPUT_BYTES = 16 << 20  # below this, one process: under a second of work (workers start in 1-2 s off Linux)
 BYTES_PER_TOKEN = 3  # rough input bytes per token, for estimates (FineWeb-Edu: 30.1 GB of Parquet → 10B tokens)
 
 
@@ -208,7 +208,7 @@ def prepare_shards(
 
     state_path = out_dir / STATE_NAME
     writers: dict[str, ShardWriter] = {}
-    pool, bar = None, None
+    workers, bar = None, None
 
     def checkpoint(position) -> None:
         for w in writers.values():
@@ -222,6 +222,8 @@ def prepare_shards(
                 s.path.unlink()
 
     try:
+        if processes > 1 and not state["done"]:
+            workers = Workers(processes)  # first: on Linux they fork from this process before it opens files or threads
         writers = {s: ShardWriter(out_dir, s, shard_tokens, state["splits"][s]) for s in SPLITS}
         bar = Progress(expected or None, state["tokens"], progress)
         if not state["done"]:
@@ -229,15 +231,13 @@ def prepare_shards(
                 again = f", continuing after {state['tokens']:,} tokens" if state["tokens"] else ""
                 print(f"tokenizing {len(sources)} file(s) into {out_dir} with {processes} process(es){again}",
                       file=sys.stderr, flush=True)  # fmt: skip
-            if processes > 1:
-                pool = start_workers(processes)
             fetcher = Fetcher(sources, prefetch=max_tokens is None)  # a slice may need only the first file
             local = not any(s.fetch for s in sources)  # remember documents' keys (see the module docstring)
             batches = read_batches(
                 sources, fetcher, state["position"], batch_chars, text_column, chunk_chars, state["source_bytes"], local
             )
             last_checkpoint = time.perf_counter()
-            for batch, tokens, lengths in encoded(batches, pool, 2 * processes):
+            for batch, tokens, lengths in encoded(batches, workers, 2 * processes):
                 is_val, stopped = _assign_splits(batch, lengths, state, cfg)
                 mask = np.repeat(is_val, lengths[: is_val.size])
                 tokens = tokens[: mask.size]
@@ -289,8 +289,8 @@ def prepare_shards(
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if workers is not None:
+            workers.close()
         for w in writers.values():
             w.close()
         if not state_path.is_file() and not (out_dir / META_NAME).is_file():
