@@ -11,6 +11,10 @@
 #   4. evaluate.json  python scripts/evaluate.py on the GPU: HellaSwag and LAMBADA from tests/fixtures/eval (the
 #                     machine has no internet; the real sets are used when data/eval holds them), 200 examples each
 #   5. pytest.log     python -m pytest -m cuda: the CUDA-only tests (tests/test_cuda.py)
+#   6. reproduce.log  only with REPRO_STEPS=N (e.g. 300; ≈ 1 s a step on one H100 and ≈ 1 minute of compiling):
+#                     N steps of configs/gpt2-124M-fineweb.yaml, the reproduction run itself (524,288 tokens a
+#                     step), on a slice prepared here from data/shakespeare as sharded data (the machine cannot
+#                     download FineWeb): tokens/s and MFU in its log
 # summary.txt lists each step's exit code and seconds. Each step has its own time limit (480 s in all), and a
 # failed step does not stop the others. Without a GPU it stops at once with one error line and exit code 2.
 set -u
@@ -77,6 +81,17 @@ step evaluate 55 "$PY" scripts/evaluate.py --weights "$WEIGHTS" --tasks hellaswa
     --no-download --limit 200 --device cuda --dtype bfloat16 --quiet --out "$OUT/evaluate.json"
 # 5. the CUDA-only tests
 step pytest 75 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py
+
+# 6. the reproduction config on a local slice (speed only: Shakespeare's 1.4M tokens are ≈ 3 of its steps)
+REPRO_STEPS=${REPRO_STEPS:-0}
+if [ "$REPRO_STEPS" -gt 0 ]; then
+    step reproduce_data 60 "$PY" scripts/prepare_data.py data/shakespeare --out-dir "$OUT/slice" \
+        --shard-tokens 500000 --val-tokens 0 --no-progress
+    step reproduce $((REPRO_STEPS * 2 + 120)) "$PY" scripts/pretrain.py --config configs/gpt2-124M-fineweb.yaml \
+        --data-dir "$OUT/slice" --out-dir "$OUT/reproduce" --max-steps "$REPRO_STEPS" --eval-interval 100 \
+        --eval-iters 2 --hellaswag-interval 0 --ckpt-interval 100000 --tensorboard false --wandb-mode disabled \
+        --progress false
+fi
 
 echo "wrote $OUT (summary.txt, *.log, bench/, evaluate.json)"
 ! grep -q "exit [1-9]" "$OUT/summary.txt"
