@@ -6,7 +6,9 @@
     prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
-- prepare_for_decoding(): stores each fp32 Linear weight column-major, for MKL's faster x @ W kernel. load_model
+- OneDNNLinear: generate() runs each eager fp32 decode step on a CPU with F.linear through oneDNN's kernel, which
+  streams the weights ≈ 1.65× faster than MKL's (GPT_DECODE_ONEDNN=0 turns it off).
+- prepare_for_decoding(): stores each fp32 Linear weight column-major, the layout both kernels read fastest. load_model
   applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
   place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
   fused AdamW on a CPU silently computes wrong updates when its state's layout differs from the parameter's
@@ -20,15 +22,17 @@
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
 the same weights; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is bound
-by streaming the weights (495 MB a token in fp32). Eager fp32 in the column-major layout ≈ 1.3× HF; compiled
-≈ 2.3× HF in fp32 and ≈ 3.7× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per weight
-instead of MKL's matrix-vector kernel, which streams fp32 at two thirds of that rate and bf16 at half. The first
-call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core Intel Sapphire Rapids (AMX,
-issue 15) the compiled fp32 step was no faster than eager (1.01× HF vs eager 1.23×): hence compile_helps().
+by streaming the weights (495 MB a token in fp32). Eager fp32 (column-major layout, oneDNN) ≈ 1.9× HF; compiled
+≈ 2.4-3.3× HF in fp32 and ≈ 3.7-4.3× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per
+weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate, oneDNN at two
+thirds). The first call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core Intel
+Sapphire Rapids (AMX, issue 15) the compiled fp32 step was no faster than eager with MKL (1.01× HF vs eager 1.23×):
+hence compile_helps().
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -42,6 +46,7 @@ from gpt.model import GPT, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
+ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager fp32 CPU decode steps keep MKL's kernel (see OneDNNLinear)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -51,6 +56,41 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         return frozenset()
     return frozenset(m.group(1).split()) if m else frozenset()
+
+
+class OneDNNLinear(torch.overrides.TorchFunctionMode):
+    """While active, F.linear of at most MAX_ROWS rows in fp32 on a CPU without autograd — an eager decode step's
+    matrix-vector products — runs oneDNN's kernel (the one inductor calls) instead of MKL's; anything else runs as
+    usual. Same values to fp32 rounding (4e-5 on 768-long dot products of N(0, 1) values).
+    Why: a decode step is bound by streaming the weights, and over GPT-2 124M's own uncached matrices (500 MB) oneDNN
+    streams the column-major layout at 37.5-38 GB/s where MKL's x @ W reaches 22.8 and a plain sum 41-44 (2-core AMD
+    EPYC, torch 2.13; issue 15). generate() enters it around each eager decode step only (see eager_linear)."""
+
+    MAX_ROWS = 8
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear and not torch.is_grad_enabled():
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+                    and x.dim() >= 2 and x.numel() <= self.MAX_ROWS * x.size(-1)):  # fmt: skip
+                return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return func(*args, **kwargs)
+
+
+def _onednn_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def eager_linear(device: torch.device, dtype: torch.dtype):
+    """A context manager for one eager decode step: OneDNNLinear where it applies (a CPU, fp32 weights, oneDNN in
+    this torch build; ONEDNN_ENV=0 turns it off), else one that does nothing."""
+    use = device.type == "cpu" and dtype == torch.float32 and os.environ.get(ONEDNN_ENV, "1") != "0"
+    return OneDNNLinear if use and _onednn_available() else contextlib.nullcontext
 
 
 @functools.cache
@@ -85,11 +125,11 @@ def prepare_for_decoding(model: GPT, compile: bool = False) -> GPT:
     model. Cheap when already done: it only checks strides.
 
     Eager decoding on a CPU in fp32: each nn.Linear weight (out, in) is stored column-major, i.e. as the
-    contiguous (in, out) matrix it is the transpose of. F.linear then calls MKL's x @ W kernel, which streams the
-    weights ≈1.4× faster here than the x @ Wᵀ kernel the row-major layout gets — and streaming weights is what a
-    decode step costs. The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel
-    prefers the row-major layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the
-    plain row-major layout back if it had the other one.
+    contiguous (in, out) matrix it is the transpose of. Both kernels stream that layout faster — MKL's x @ W ≈ 1.3×
+    its x @ Wᵀ, oneDNN's (OneDNNLinear) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
+    The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel prefers the row-major
+    layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the plain row-major layout
+    back if it had the other one.
     The Parameter objects stay (only their .data changes) and the model still trains: gradients and an optimizer
     state built afterwards follow the weights' layout (tests/test_fast_decode.py). Not between optimizer steps:
     see the module docstring (fused AdamW).

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig, generate
-from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
+from gpt.fast_decode import ONEDNN_ENV, CompiledDecoder, OneDNNLinear, eager_linear, prepare_for_decoding
 from gpt.train import configure_optimizer
 from gpt.weights import convert_hf, load_model, save_model, save_state_dict
 
@@ -45,6 +45,56 @@ def test_compiled_decode_step_matches_eager():
     assert torch.equal(generate(m, idx, 40, temperature=0, decoder=decoder), eager)
     # left-padded rows: position ids looked up inside the graph, pad slots masked
     assert generate(m, PROMPTS, 20, temperature=0, decoder=decoder) == generate(m, PROMPTS, 20, temperature=0)
+
+
+# ---- eager fp32 decode steps on a CPU: F.linear through oneDNN -------------------------------------------------------
+def _ran_onednn(fn) -> bool:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any("_linear_pointwise" in e.key for e in prof.key_averages())
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_onednn_linear_equals_f_linear_and_applies_only_to_few_rows_without_autograd():
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(300, 96, generator=g), torch.randn(300, generator=g)
+    w_col = w.t().contiguous().t()  # the decode layout: the same matrix stored column-major
+    for weight in (w, w_col):
+        for x in (torch.randn(1, 96, generator=g), torch.randn(8, 1, 96, generator=g)):
+            for bias in (b, None):
+                with torch.inference_mode(), OneDNNLinear():
+                    y = F.linear(x, weight, bias)
+                torch.testing.assert_close(y, F.linear(x, w, bias), rtol=1e-5, atol=1e-4)
+    x1, x9 = torch.randn(1, 96), torch.randn(9, 96)
+    with torch.inference_mode():
+        assert not _ran_onednn(lambda: F.linear(x1, w, b))  # without the mode: as usual
+
+    def under_mode(x, weight, grad=False):
+        def run():
+            with torch.set_grad_enabled(grad), OneDNNLinear():
+                F.linear(x, weight, b.to(weight.dtype))
+
+        return _ran_onednn(run)
+
+    assert under_mode(x1, w)  # one row, fp32, no autograd: oneDNN
+    assert not under_mode(x9, w)  # more than MAX_ROWS rows: as usual
+    assert not under_mode(x1, w, grad=True)  # autograd on: as usual (oneDNN's op has no backward)
+    assert not under_mode(x1.bfloat16(), w.bfloat16())  # bf16: as usual
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
+    m = sharp_model()
+    prepare_for_decoding(m)  # the layout load_model gives an fp32 model on a CPU
+    idx = torch.randint(0, V, (2, 8))
+    assert eager_linear(torch.device("cpu"), torch.float32) is OneDNNLinear
+    assert _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
+    fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
+    monkeypatch.setenv(ONEDNN_ENV, "0")  # MKL's kernel, as before
+    assert not _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
+    assert torch.equal(generate(m, idx, 30, temperature=0), fast)
+    assert generate(m, PROMPTS, 20, temperature=0) == padded
 
 
 # ---- the default path: load_model lays the weights out for decoding ----------------------------------------------
