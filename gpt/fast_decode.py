@@ -6,8 +6,8 @@
     prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
-- OneDNNLinear: generate() runs each eager fp32 decode step on a CPU with F.linear through oneDNN's kernel, which
-  streams the weights ≈ 1.65× faster than MKL's (GPT_DECODE_ONEDNN=0 turns it off).
+- OneDNNLinears: generate() runs each eager fp32 decode step on a CPU with its Linear layers on oneDNN's kernel,
+  which streams the weights ≈ 1.65-2× faster than MKL's (GPT_DECODE_ONEDNN=0 turns it off).
 - prepare_for_decoding(): stores each fp32 Linear weight column-major, the layout both kernels read fastest. load_model
   applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
   place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
@@ -46,7 +46,7 @@ from gpt.model import GPT, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
-ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager fp32 CPU decode steps keep MKL's kernel (see OneDNNLinear)
+ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager fp32 CPU decode steps keep MKL's kernel (see OneDNNLinears)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -58,25 +58,49 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(m.group(1).split()) if m else frozenset()
 
 
-class OneDNNLinear(torch.overrides.TorchFunctionMode):
-    """While active, F.linear of at most MAX_ROWS rows in fp32 on a CPU without autograd — an eager decode step's
-    matrix-vector products — runs oneDNN's kernel (the one inductor calls) instead of MKL's; anything else runs as
-    usual. Same values to fp32 rounding (4e-5 on 768-long dot products of N(0, 1) values).
+MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills keep MKL's GEMM
+
+
+def _onednn_forward(module: torch.nn.Linear):
+    """module's forward, with F.linear through oneDNN's kernel where it applies (see OneDNNLinears)."""
+    linear_pointwise = torch.ops.mkldnn._linear_pointwise
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        w, b = module.weight, module.bias
+        if (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 2
+                and x.numel() <= MAX_ROWS * x.size(-1) and not torch.is_grad_enabled()):  # fmt: skip
+            return linear_pointwise(x, w, b, "none", [], "")  # (..., in) → (..., out), like F.linear
+        return torch.nn.functional.linear(x, w, b)
+
+    return forward
+
+
+class OneDNNLinears:
+    """A reusable context manager: while active, the model's nn.Linear modules compute inputs of at most MAX_ROWS rows
+    in fp32 on a CPU without autograd — an eager decode step's matrix-vector products — with oneDNN's kernel (the one
+    inductor calls) instead of MKL's; any other input runs F.linear as usual. Same values to fp32 rounding (4e-5 on
+    768-long dot products of N(0, 1) values).
     Why: a decode step is bound by streaming the weights, and over GPT-2 124M's own uncached matrices (500 MB) oneDNN
-    streams the column-major layout at 37.5-38 GB/s where MKL's x @ W reaches 22.8 and a plain sum 41-44 (2-core AMD
-    EPYC, torch 2.13; issue 15). generate() enters it around each eager decode step only (see eager_linear)."""
+    streams the column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22 (2-core AMD EPYC, torch 2.13;
+    issue 15). How: each plain nn.Linear (not a subclass with its own forward, not one already given an instance
+    forward) gets an instance `forward` that __exit__ removes again, so nothing lingers between steps (a generator
+    paused at `yield` leaves the model as it was). An earlier version was a TorchFunctionMode: it sent every torch call
+    of the step through Python, ≈ 6% of an eager 124M decode step.
+    generate() enters it around each eager decode step (see eager_linear)."""
 
-    MAX_ROWS = 8
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.linears = [m for m in model.modules()
+                        if type(m).forward is torch.nn.Linear.forward and "forward" not in vars(m)]  # fmt: skip
+        self.forwards = [_onednn_forward(m) for m in self.linears]
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.linear and not torch.is_grad_enabled():
-            x, weight = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-                    and x.dim() >= 2 and x.numel() <= self.MAX_ROWS * x.size(-1)):  # fmt: skip
-                return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        return func(*args, **kwargs)
+    def __enter__(self) -> OneDNNLinears:
+        for m, f in zip(self.linears, self.forwards):
+            vars(m)["forward"] = f  # an instance attribute: nn.Module.__call__ finds it before the class's forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.linears:
+            vars(m).pop("forward", None)
 
 
 def _onednn_available() -> bool:
@@ -86,11 +110,13 @@ def _onednn_available() -> bool:
         return False
 
 
-def eager_linear(device: torch.device, dtype: torch.dtype):
-    """A context manager for one eager decode step: OneDNNLinear where it applies (a CPU, fp32 weights, oneDNN in
-    this torch build; ONEDNN_ENV=0 turns it off), else one that does nothing."""
-    use = device.type == "cpu" and dtype == torch.float32 and os.environ.get(ONEDNN_ENV, "1") != "0"
-    return OneDNNLinear if use and _onednn_available() else contextlib.nullcontext
+def eager_linear(model: torch.nn.Module):
+    """A reusable context manager for the eager decode steps of one generate() call: OneDNNLinears(model) where it
+    applies (fp32 weights on a CPU, oneDNN in this torch build; ONEDNN_ENV=0 turns it off), else one that does
+    nothing."""
+    w = next(model.parameters())
+    use = w.device.type == "cpu" and w.dtype == torch.float32 and os.environ.get(ONEDNN_ENV, "1") != "0"
+    return OneDNNLinears(model) if use and _onednn_available() else contextlib.nullcontext()
 
 
 @functools.cache
@@ -126,7 +152,7 @@ def prepare_for_decoding(model: GPT, compile: bool = False) -> GPT:
 
     Eager decoding on a CPU in fp32: each nn.Linear weight (out, in) is stored column-major, i.e. as the
     contiguous (in, out) matrix it is the transpose of. Both kernels stream that layout faster — MKL's x @ W ≈ 1.3×
-    its x @ Wᵀ, oneDNN's (OneDNNLinear) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
+    its x @ Wᵀ, oneDNN's (OneDNNLinears) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
     The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel prefers the row-major
     layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the plain row-major layout
     back if it had the other one.

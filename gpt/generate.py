@@ -135,7 +135,7 @@ def generate_stream(
         decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     from gpt.fast_decode import eager_linear  # (gpt/fast_decode.py imports this module)
 
-    linear_kernels = eager_linear(device, next(model.parameters()).dtype)  # a faster F.linear for eager steps
+    linear_kernels = eager_linear(model)  # faster Linear kernels for eager decode steps (fp32 on a CPU)
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None
@@ -190,7 +190,7 @@ def generate_stream(
                 logits = decoder.step(model, nxt[:, None], cache, input_pos, positions, valid)
             else:
                 pos_ids = positions[:, slot : slot + 1] if positions is not None else None
-                with linear_kernels():
+                with linear_kernels:
                     logits = decode_one_token(model, nxt[:, None], cache, input_pos, pos_ids, valid[..., : slot + 1])
 
 

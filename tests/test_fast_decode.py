@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig, generate
-from gpt.fast_decode import ONEDNN_ENV, CompiledDecoder, OneDNNLinear, eager_linear, prepare_for_decoding
+from gpt.fast_decode import ONEDNN_ENV, CompiledDecoder, OneDNNLinears, eager_linear, prepare_for_decoding
 from gpt.train import configure_optimizer
 from gpt.weights import convert_hf, load_model, save_model, save_state_dict
 
@@ -55,32 +55,44 @@ def _ran_onednn(fn) -> bool:
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_onednn_linear_equals_f_linear_and_applies_only_to_few_rows_without_autograd():
+def test_onednn_linears_equal_f_linear_and_apply_only_to_few_rows_without_autograd():
     F = torch.nn.functional
     g = torch.Generator().manual_seed(0)
-    w, b = torch.randn(300, 96, generator=g), torch.randn(300, generator=g)
-    w_col = w.t().contiguous().t()  # the decode layout: the same matrix stored column-major
-    for weight in (w, w_col):
+    lin = torch.nn.Linear(96, 300)
+    w, b = lin.weight.detach().clone(), lin.bias.detach().clone()
+    for col_major in (False, True):
+        if col_major:  # the decode layout: the same matrix stored column-major
+            lin.weight.data = w.t().contiguous().t()
         for x in (torch.randn(1, 96, generator=g), torch.randn(8, 1, 96, generator=g)):
             for bias in (b, None):
-                with torch.inference_mode(), OneDNNLinear():
-                    y = F.linear(x, weight, bias)
+                lin.bias = None if bias is None else torch.nn.Parameter(b.clone())
+                with torch.inference_mode(), OneDNNLinears(lin):
+                    y = lin(x)
                 torch.testing.assert_close(y, F.linear(x, w, bias), rtol=1e-5, atol=1e-4)
     x1, x9 = torch.randn(1, 96), torch.randn(9, 96)
     with torch.inference_mode():
-        assert not _ran_onednn(lambda: F.linear(x1, w, b))  # without the mode: as usual
+        assert not _ran_onednn(lambda: lin(x1))  # outside the context: as usual
 
-    def under_mode(x, weight, grad=False):
+    def inside(x, module, grad=False):
         def run():
-            with torch.set_grad_enabled(grad), OneDNNLinear():
-                F.linear(x, weight, b.to(weight.dtype))
+            with torch.set_grad_enabled(grad), OneDNNLinears(module):
+                module(x)
 
         return _ran_onednn(run)
 
-    assert under_mode(x1, w)  # one row, fp32, no autograd: oneDNN
-    assert not under_mode(x9, w)  # more than MAX_ROWS rows: as usual
-    assert not under_mode(x1, w, grad=True)  # autograd on: as usual (oneDNN's op has no backward)
-    assert not under_mode(x1.bfloat16(), w.bfloat16())  # bf16: as usual
+    assert inside(x1, lin)  # one row, fp32, no autograd: oneDNN
+    assert not inside(x9, lin)  # more than MAX_ROWS rows: as usual
+    assert not inside(x1, lin, grad=True)  # autograd on: as usual (oneDNN's op has no backward)
+    assert not inside(x1.bfloat16(), torch.nn.Linear(96, 300).bfloat16())  # bf16: as usual
+    assert "forward" not in vars(lin)  # nothing left on the module after the context
+
+    class Scaled(torch.nn.Linear):  # a subclass with its own forward keeps it
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    scaled = Scaled(96, 300)
+    with torch.inference_mode(), OneDNNLinears(scaled):
+        torch.testing.assert_close(scaled(x1), 2 * F.linear(x1, scaled.weight, scaled.bias))
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
@@ -88,7 +100,8 @@ def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
     m = sharp_model()
     prepare_for_decoding(m)  # the layout load_model gives an fp32 model on a CPU
     idx = torch.randint(0, V, (2, 8))
-    assert eager_linear(torch.device("cpu"), torch.float32) is OneDNNLinear
+    assert isinstance(eager_linear(m), OneDNNLinears)
+    assert not isinstance(eager_linear(sharp_model().to(torch.bfloat16)), OneDNNLinears)
     assert _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
     monkeypatch.setenv(ONEDNN_ENV, "0")  # MKL's kernel, as before
