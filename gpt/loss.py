@@ -56,7 +56,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dz, hc, wc = ctx.saved_tensors
         g = grad_loss.to(dz.dtype)
         dh = ((dz @ wc) * g).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None  # (N, C)
-        dw = ((dz.t() @ hc) * g).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None  # (Vp, C)
+        dw = (dz.t() @ (hc * g)).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None  # (Vp, C): g scales N·C
         return dh, dw, None, None, None, None, None
 
 

@@ -38,6 +38,7 @@ from gpt.train import (
     TrainConfig,
     apply_overrides,
     autocast_dtype,
+    compile_pays,
     configure_optimizer,
     device_peak_flops,
     dist_info_from_env,
@@ -58,6 +59,7 @@ from gpt.train.checkpoint import (
     save_checkpoint,
     training_state,
 )
+from gpt.train.device import COMPILE_ENV
 from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained, with_pretrained_architecture
 from gpt.train.signals import stop_on_signal
@@ -215,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.manual_seed(cfg.seed + dinfo.rank)  # dropout masks differ between ranks
     raw_model = model  # the plain GPT: for saving and for text samples
-    if cfg.compile:
+    if cfg.compile and compile_pays(device):
         model = torch.compile(model)
+    elif cfg.compile:
+        say(f"compile: skipped on a CPU, where a compiled training step measured slower than eager "
+            f"(gpt/train/device.py: compile_pays); {COMPILE_ENV}=1 compiles anyway")  # fmt: skip
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dinfo.ddp else model
 
     # ---- logging, and what this run will do --------------------------------------------------------------------------

@@ -190,6 +190,37 @@ def test_resume_is_bit_exact(pretrain, data_dir, tmp_path):
     assert pretrain([*common, "--out-dir", str(tmp_path / "empty"), "--resume"]) == 1
 
 
+# ---- compile: true never makes a run slower: skipped on a CPU ------------------------------------------------------
+def test_compile_is_skipped_on_a_cpu_the_same_way_every_time(monkeypatch):
+    from gpt.train import compile_pays
+    from gpt.train.device import COMPILE_ENV
+
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    cpu = torch.device("cpu")
+    assert [compile_pays(cpu) for _ in range(2)] == [False, False]  # slower there (bench/results): eager
+    assert compile_pays(torch.device("cuda", 0)) and compile_pays(torch.device("mps"))
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    assert compile_pays(cpu)  # forced on
+    monkeypatch.setenv(COMPILE_ENV, "0")
+    assert not compile_pays(torch.device("cuda", 0))  # forced off
+
+
+def test_a_cpu_run_with_compile_true_trains_eagerly_and_says_so(pretrain, data_dir, tmp_path, monkeypatch, capsys):
+    from gpt.train.device import COMPILE_ENV
+
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, *a, **k: compiled.append(model) or model)
+    args = [a for a in TINY if a != "--no-compile"] + ["--compile", "true", "--max-steps", "1", "--eval-interval", "1"]
+    assert pretrain([*args, "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")]) == 0
+    assert not compiled  # the model was never handed to torch.compile
+    out = capsys.readouterr().out
+    assert "compile: skipped on a CPU" in out and f"{COMPILE_ENV}=1" in out
+    monkeypatch.setenv(COMPILE_ENV, "1")  # forced: handed to torch.compile (recorded here, not compiled: 30 s)
+    assert pretrain([*args, "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "forced")]) == 0
+    assert len(compiled) == 1 and "compile: skipped" not in capsys.readouterr().out
+
+
 # ---- crash safety ----------------------------------------------------------------------------------------------------
 def wait_for(predicate, proc, timeout=300.0):
     deadline = time.monotonic() + timeout
