@@ -51,7 +51,7 @@ from machine import environment, machine_name  # bench/machine.py
 from threads import markdown_threads, measure_threads  # bench/threads.py
 
 from gpt import GPTConfig
-from gpt.train import device_peak_flops
+from gpt.train import compile_pays, device_peak_flops
 
 SECTIONS = ("peak", "decode", "train", "threads", "load", "data")
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -97,17 +97,26 @@ def run_train(args, peaks: dict | None) -> dict:
     config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
     B, T = train_shape(args)
     dtypes = ("bf16",) if cuda else ("bf16", "fp32")  # fp32 is not how anyone trains on a GPU
-    out = {"batch_size": B, "seq_len": T, "rows": [], "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M"}
+    out = {
+        "batch_size": B,
+        "seq_len": T,
+        "rows": [],
+        "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M",
+        "compile_pays": compile_pays(torch.device(args.device)),
+    }  # what scripts/pretrain.py does with compile: true
     for d in dtypes:  # one dtype at a time: at most four models and their optimizer states in memory
-        # on a GPU both models are compiled, as a real run would be; on a CPU compiling helps HF but not us
-        # (the fused loss is already one pass), so both run eager there, as scripts/pretrain.py defaults to
+        # on a GPU both models are compiled, as a real run would be; on a CPU both run eager, as scripts/pretrain.py
+        # does there (gpt/train/device.py: compile_pays), and ours is also timed compiled to check that choice
         compiled = cuda
         cases = [
             bench_train.build_case(name, d, B, T, compile=compiled, device=args.device, config=config)
             for name in ("hf", "ours")
         ]
-        log(f"  train {d}: warming up{' (compiling)' if compiled else ''}")
-        bench_train.measure_cases(cases, warmup=3 if compiled else 2, repeats=args.repeats)
+        if not cuda and d == "bf16" and not (args.quick or args.smoke):
+            # what `compile: true` would give on this CPU, measured, so that compile_pays()'s answer is checked here
+            cases.append(bench_train.build_case("ours", d, B, T, compile=True, device=args.device, config=config))
+        log(f"  train {d}: warming up{' (compiling)' if any(c.compiled for c in cases) else ''}")
+        bench_train.measure_cases(cases, warmup=3 if any(c.compiled for c in cases) else 2, repeats=args.repeats)
         for c in cases:
             tok_s = bench_train.tokens_per_sec(c, B * T)
             row = dict(model=c.name, dtype=d, tokens_per_sec=tok_s, step_s=statistics.median(c.times),

@@ -1,6 +1,7 @@
 """bench/run.py, the one-command benchmark: its harness runs end to end on tiny shapes (--smoke) and writes the
 report, and bad requests fail clearly. The speed numbers themselves are measured by running it, not by tests."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -79,3 +80,22 @@ def test_gpu_check_without_a_gpu_is_one_clear_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "CUDA GPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "check").exists()  # nothing written
+
+
+def test_the_training_compile_goal_is_met_only_when_the_rule_agrees_with_the_measurement():
+    spec = importlib.util.spec_from_file_location("bench_goals", ROOT / "bench" / "goals.py")
+    goals_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(goals_module)
+    check_goals = goals_module.check_goals
+
+    def goal(compiled_tok_s, pays):
+        rows = [{"model": "ours", "dtype": "bf16", "tokens_per_sec": 100.0},
+                {"model": "ours (compiled)", "dtype": "bf16", "tokens_per_sec": compiled_tok_s}]  # fmt: skip
+        goals = [g for g in check_goals({"train": {"rows": rows, "compile_pays": pays}}) if "torch.compile" in g.goal]
+        assert len(goals) == 1 and goals[0].value == pytest.approx(compiled_tok_s / 100)
+        return goals[0].met
+
+    assert goal(80.0, pays=False)  # slower, and pretrain trains eagerly: right
+    assert not goal(80.0, pays=True)  # slower, yet pretrain would compile: wrong
+    assert not goal(120.0, pays=False)  # faster, yet pretrain skips it: wrong
+    assert goal(120.0, pays=True)
