@@ -208,7 +208,8 @@ def markdown(env: dict, results: dict) -> str:
         L += [f"{d['model']} with random weights (speed does not depend on their values), greedy, prompt "
               f"{d['prompt_len']} tokens + {d['new_tokens']} new, tokens/s = batch × new tokens / time of one generate "
               "call. Memory bandwidth measured here (at batch 1): fp32 mat-vec "
-              f"{bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s, the fastest variant's own weight "
+              f"{bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s (measured in every round beside the "
+              f"decodes, median), the fastest variant's own weight "
               f"streaming {bw.get('achieved', 0):.1f} GB/s; the ceiling (batch × bandwidth / bytes of weights per "
               "token) uses the largest, per batch size (bench/generate.py).", ""]  # fmt: skip
         L += ["| variant | batch | tok/s | × HF fp32 | of bandwidth ceiling | same tokens as HF |"]
