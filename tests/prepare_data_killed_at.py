@@ -25,6 +25,10 @@ from gpt.data.shards import STATE_NAME  # noqa: E402
 
 event, count, *sig = sys.argv.pop(1).split(":")
 signum = getattr(signal, sig[0]) if sig else signal.SIGKILL
+if signum == signal.SIGINT:
+    # as in a terminal: a job started in the background by a shell (`cmd &`, e.g. pytest run that way) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C would be lost
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 seen = 0
 
 
