@@ -6,8 +6,9 @@
     prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
-- OneDNNLinears: generate() runs each eager fp32 decode step on a CPU with its Linear layers on oneDNN's kernel,
-  which streams the weights ≈ 1.65-2× faster than MKL's (GPT_DECODE_ONEDNN=0 turns it off).
+- OneDNNLinears: generate() runs each eager decode step on a CPU with its Linear layers on oneDNN's kernel: fp32
+  weights stream ≈ 1.65-2× faster than through MKL's, bf16 weights (packed in oneDNN's layout for the call) ≈ 1.4×
+  faster than through F.linear (GPT_DECODE_ONEDNN=0 turns it off).
 - prepare_for_decoding(): stores each fp32 Linear weight column-major, the layout both kernels read fastest. load_model
   applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
   place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
@@ -59,17 +60,26 @@ def cpu_flags() -> frozenset[str]:
 
 
 MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills keep MKL's GEMM
+PACK_MIN_STEPS = 32  # bf16: packing costs 45-75 ms (124M) and saves ≈ 4 ms a decode step: shorter runs skip it
 
 
-def _onednn_forward(module: torch.nn.Linear):
+def _onednn_forward(module: torch.nn.Linear, pack: bool):
     """module's forward, with F.linear through oneDNN's kernel where it applies (see OneDNNLinears)."""
     linear_pointwise = torch.ops.mkldnn._linear_pointwise
+    dtype = torch.bfloat16 if pack else torch.float32
+    w0 = module.weight
+    if pack:  # oneDNN's own blocked layout, made once here (a copy of the weight, freed with this forward)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w0.detach().contiguous(), 1)
+        version, ptr = w0._version, w0.data_ptr()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         w, b = module.weight, module.bias
-        if (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 2
+        if (x.dtype == dtype and w.dtype == dtype and x.device.type == "cpu" and x.dim() >= 2
                 and x.numel() <= MAX_ROWS * x.size(-1) and not torch.is_grad_enabled()):  # fmt: skip
-            return linear_pointwise(x, w, b, "none", [], "")  # (..., in) → (..., out), like F.linear
+            if not pack:
+                return linear_pointwise(x, w, b, "none", [], "")  # (..., in) → (..., out), like F.linear
+            if w is w0 and w._version == version and w.data_ptr() == ptr:  # the packed copy is still the weight
+                return linear_pointwise(x, packed, b, "none", [], "")
         return torch.nn.functional.linear(x, w, b)
 
     return forward
@@ -77,21 +87,27 @@ def _onednn_forward(module: torch.nn.Linear):
 
 class OneDNNLinears:
     """A reusable context manager: while active, the model's nn.Linear modules compute inputs of at most MAX_ROWS rows
-    in fp32 on a CPU without autograd — an eager decode step's matrix-vector products — with oneDNN's kernel (the one
-    inductor calls) instead of MKL's; any other input runs F.linear as usual. Same values to fp32 rounding (4e-5 on
+    on a CPU without autograd — an eager decode step's matrix-vector products — with oneDNN's kernel (the one
+    inductor calls); any other input runs F.linear as usual.
+    fp32 weights: oneDNN's kernel on the weights as they are, instead of MKL's. Same values to fp32 rounding (4e-5 on
     768-long dot products of N(0, 1) values).
-    Why: a decode step is bound by streaming the weights, and over GPT-2 124M's own uncached matrices (500 MB) oneDNN
-    streams the column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22 (2-core AMD EPYC, torch 2.13;
-    issue 15). How: each plain nn.Linear (not a subclass with its own forward, not one already given an instance
-    forward) gets an instance `forward` that __exit__ removes again, so nothing lingers between steps (a generator
-    paused at `yield` leaves the model as it was). An earlier version was a TorchFunctionMode: it sent every torch call
-    of the step through Python, ≈ 6% of an eager 124M decode step.
+    bf16 weights (pack=True): oneDNN's kernel on a copy of each weight in oneDNN's own blocked layout, made when this
+    object is built (one generate() call: 45-75 ms and the weights' size again in memory for 124M, freed after). Given
+    a plain bf16 weight, F.linear re-lays it out at every call. A weight changed since (in place or replaced) is
+    noticed and runs F.linear.
+    Why: a decode step is bound by streaming the weights. Over GPT-2 124M's own uncached matrices (500 MB) oneDNN
+    streams the fp32 column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22, and the packed bf16 weights
+    at 43 GB/s where F.linear's bf16 reaches 26 (2-core AMD EPYC, torch 2.13; issue 15). How: each plain nn.Linear
+    (not a subclass with its own forward, not one already given an instance forward) gets an instance `forward` that
+    __exit__ removes again, so nothing lingers between steps (a generator paused at `yield` leaves the model as it
+    was). An earlier version was a TorchFunctionMode: it sent every torch call of the step through Python, ≈ 6% of an
+    eager 124M decode step.
     generate() enters it around each eager decode step (see eager_linear)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, pack: bool = False) -> None:
         self.linears = [m for m in model.modules()
                         if type(m).forward is torch.nn.Linear.forward and "forward" not in vars(m)]  # fmt: skip
-        self.forwards = [_onednn_forward(m) for m in self.linears]
+        self.forwards = [_onednn_forward(m, pack) for m in self.linears]
 
     def __enter__(self) -> OneDNNLinears:
         for m, f in zip(self.linears, self.forwards):
@@ -110,13 +126,21 @@ def _onednn_available() -> bool:
         return False
 
 
-def eager_linear(model: torch.nn.Module):
-    """A reusable context manager for the eager decode steps of one generate() call: OneDNNLinears(model) where it
-    applies (fp32 weights on a CPU, oneDNN in this torch build; ONEDNN_ENV=0 turns it off), else one that does
+def eager_linear(model: torch.nn.Module, steps: int = PACK_MIN_STEPS):
+    """A reusable context manager for the eager decode steps (`steps` of them at most) of one generate() call:
+    OneDNNLinears(model) where it applies — fp32 weights on a CPU; bf16 weights on a CPU when steps ≥ PACK_MIN_STEPS
+    (packed, see OneDNNLinears) — given oneDNN in this torch build (ONEDNN_ENV=0 turns it off); else one that does
     nothing."""
     w = next(model.parameters())
-    use = w.device.type == "cpu" and w.dtype == torch.float32 and os.environ.get(ONEDNN_ENV, "1") != "0"
-    return OneDNNLinears(model) if use and _onednn_available() else contextlib.nullcontext()
+    use = w.device.type == "cpu" and os.environ.get(ONEDNN_ENV, "1") != "0" and _onednn_available()
+    if use and w.dtype == torch.float32:
+        return OneDNNLinears(model)
+    if use and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
+        try:
+            return OneDNNLinears(model, pack=True)
+        except RuntimeError:  # a oneDNN build or CPU that cannot pack bf16: F.linear as usual
+            pass
+    return contextlib.nullcontext()
 
 
 @functools.cache

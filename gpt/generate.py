@@ -135,7 +135,8 @@ def generate_stream(
         decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     from gpt.fast_decode import eager_linear  # (gpt/fast_decode.py imports this module)
 
-    linear_kernels = eager_linear(model)  # faster Linear kernels for eager decode steps (fp32 on a CPU)
+    steps = 0 if decoder is not None or not use_cache else max_new_tokens - 1  # eager decode steps, at most
+    linear_kernels = eager_linear(model, steps)  # faster Linear kernels for eager decode steps (CPU: fp32, bf16)
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None

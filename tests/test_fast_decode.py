@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from gpt import GPT, GPTConfig, generate
-from gpt.fast_decode import ONEDNN_ENV, CompiledDecoder, OneDNNLinears, eager_linear, prepare_for_decoding
+from gpt.fast_decode import (
+    ONEDNN_ENV,
+    PACK_MIN_STEPS,
+    CompiledDecoder,
+    OneDNNLinears,
+    eager_linear,
+    prepare_for_decoding,
+)
 from gpt.train import configure_optimizer
 from gpt.weights import convert_hf, load_model, save_model, save_state_dict
 
@@ -101,13 +108,48 @@ def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
     prepare_for_decoding(m)  # the layout load_model gives an fp32 model on a CPU
     idx = torch.randint(0, V, (2, 8))
     assert isinstance(eager_linear(m), OneDNNLinears)
-    assert not isinstance(eager_linear(sharp_model().to(torch.bfloat16)), OneDNNLinears)
+    assert not isinstance(eager_linear(sharp_model().to(torch.float16)), OneDNNLinears)  # fp16: F.linear
     assert _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
     monkeypatch.setenv(ONEDNN_ENV, "0")  # MKL's kernel, as before
     assert not _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     assert torch.equal(generate(m, idx, 30, temperature=0), fast)
     assert generate(m, PROMPTS, 20, temperature=0) == padded
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_packed_bf16_linears_equal_f_linear_and_notice_a_changed_weight():
+    F = torch.nn.functional
+    lin = torch.nn.Linear(96, 300).bfloat16()
+    x = torch.randn(1, 1, 96).bfloat16()
+    with torch.inference_mode(), OneDNNLinears(lin, pack=True):
+        y = lin(x)
+    torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=2e-2, atol=2e-2)  # bf16 rounding
+
+    ctx = OneDNNLinears(lin, pack=True)  # packed now
+    with torch.no_grad():
+        lin.weight.mul_(2)  # then changed in place: the packed copy is stale
+    with torch.inference_mode(), ctx:
+        assert not _ran_onednn(lambda: lin(x))  # F.linear, on the weight as it is now
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=2e-2, atol=2e-2)
+    with torch.inference_mode(), OneDNNLinears(lin, pack=True):  # packed again: oneDNN
+        assert _ran_onednn(lambda: lin(x))
+    assert "forward" not in vars(lin)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_bf16_eager_decoding_packs_only_for_enough_steps_and_gives_the_same_tokens(monkeypatch):
+    m = sharp_model().to(torch.bfloat16)
+    assert isinstance(eager_linear(m, steps=PACK_MIN_STEPS), OneDNNLinears)
+    assert not isinstance(eager_linear(m, steps=PACK_MIN_STEPS - 1), OneDNNLinears)  # packing would not pay
+    idx = torch.randint(0, V, (2, 8))
+    assert _ran_onednn(lambda: generate(m, idx, PACK_MIN_STEPS + 1, temperature=0))
+    assert not _ran_onednn(lambda: generate(m, idx, 4, temperature=0))
+    packed = generate(m, idx, 40, temperature=0)
+    monkeypatch.setenv(ONEDNN_ENV, "0")
+    assert not _ran_onednn(lambda: generate(m, idx, 40, temperature=0))
+    assert torch.equal(generate(m, idx, 40, temperature=0), packed)
+    assert not any("forward" in vars(mod) for mod in m.modules())  # nothing left on the model
 
 
 # ---- the default path: load_model lays the weights out for decoding ----------------------------------------------
