@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 
@@ -106,17 +107,14 @@ def run_train(args, peaks: dict | None) -> dict:
     }  # what scripts/pretrain.py does with compile: true
     for d in dtypes:  # one dtype at a time: at most four models and their optimizer states in memory
         # on a GPU both models are compiled, as a real run would be; on a CPU both run eager, as scripts/pretrain.py
-        # does there (gpt/train/device.py: compile_pays), and ours is also timed compiled to check that choice
+        # does there (gpt/train/device.py: compile_pays; checked below)
         compiled = cuda
         cases = [
             bench_train.build_case(name, d, B, T, compile=compiled, device=args.device, config=config)
             for name in ("hf", "ours")
         ]
-        if not cuda and d == "bf16" and not (args.quick or args.smoke):
-            # what `compile: true` would give on this CPU, measured, so that compile_pays()'s answer is checked here
-            cases.append(bench_train.build_case("ours", d, B, T, compile=True, device=args.device, config=config))
-        log(f"  train {d}: warming up{' (compiling)' if any(c.compiled for c in cases) else ''}")
-        bench_train.measure_cases(cases, warmup=3 if any(c.compiled for c in cases) else 2, repeats=args.repeats)
+        log(f"  train {d}: warming up{' (compiling)' if compiled else ''}")
+        bench_train.measure_cases(cases, warmup=3 if compiled else 2, repeats=args.repeats)
         for c in cases:
             tok_s = bench_train.tokens_per_sec(c, B * T)
             row = dict(model=c.name, dtype=d, tokens_per_sec=tok_s, step_s=statistics.median(c.times),
@@ -130,6 +128,16 @@ def run_train(args, peaks: dict | None) -> dict:
             c.step = None  # free the model before the next dtype's
         log(f"  train {d}: " + ", ".join(f"{r['model']} {r['tokens_per_sec']:,.0f} tok/s"
                                          for r in out["rows"] if r["dtype"] == d))  # fmt: skip
+    if not cuda and not (args.quick or args.smoke):
+        # what `compile: true` would give on this CPU, so that compile_pays()'s answer is checked against it; in a
+        # process of its own, as a compiled model slows the eager steps that follow it (bench/train.py compile_check)
+        log("  train bf16: ours eager vs compiled, in another process (compiling)")
+        cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--compile-check", "--dtypes", "bf16",
+               "--batch-size", str(B), "--seq-len", str(T), "--repeats", str(args.repeats)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        out["compile_check"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -232,6 +240,13 @@ def markdown(env: dict, results: dict) -> str:
                   f"{r['tokens_per_sec'] / hf[r['dtype']]:.2f} | {fmt_mfu(r, 'mfu_measured_peak')} | "
                   f"{fmt_mfu(r, 'mfu_datasheet')} |"]  # fmt: skip
         L += [""]
+        if "compile_check" in t:
+            c = t["compile_check"]
+            L += [f"torch.compile on this CPU ({c['dtype']}, ours, in a process of its own: a compiled model slows the "
+                  f"eager steps after it): compiled {c['compiled_tok_s']:,.0f} tok/s vs eager {c['eager_tok_s']:,.0f} "
+                  f"tok/s, {c['compiled_tok_s'] / c['eager_tok_s']:.2f}×; `compile: true` here "
+                  f"{'compiles' if t['compile_pays'] else 'trains eagerly'} (gpt/train/device.py: compile_pays).",
+                  ""]  # fmt: skip
     if "threads" in results:
         L += markdown_threads(results["threads"])
     if "load" in results:

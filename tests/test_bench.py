@@ -89,9 +89,9 @@ def test_the_training_compile_goal_is_met_only_when_the_rule_agrees_with_the_mea
     check_goals = goals_module.check_goals
 
     def goal(compiled_tok_s, pays):
-        rows = [{"model": "ours", "dtype": "bf16", "tokens_per_sec": 100.0},
-                {"model": "ours (compiled)", "dtype": "bf16", "tokens_per_sec": compiled_tok_s}]  # fmt: skip
-        goals = [g for g in check_goals({"train": {"rows": rows, "compile_pays": pays}}) if "torch.compile" in g.goal]
+        check = {"dtype": "bf16", "eager_tok_s": 100.0, "compiled_tok_s": compiled_tok_s}
+        train = {"rows": [], "compile_check": check, "compile_pays": pays}
+        goals = [g for g in check_goals({"train": train}) if "torch.compile" in g.goal]
         assert len(goals) == 1 and goals[0].value == pytest.approx(compiled_tok_s / 100)
         return goals[0].met
 
