@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.compile and compile_pays(device):
         model = torch.compile(model)
     elif cfg.compile:
-        say(f"compile: skipped on a CPU, where a compiled training step measured slower than eager "
-            f"(gpt/train/device.py: compile_pays); {COMPILE_ENV}=1 compiles anyway")  # fmt: skip
+        why = "on a CPU, where a compiled training step measured slower than eager (gpt/train/device.py: compile_pays)"
+        why = why if device.type == "cpu" else f"{COMPILE_ENV}=0"
+        say(f"compile: skipped ({why}); {COMPILE_ENV}=1 compiles anyway")  # fmt: skip
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dinfo.ddp else model
 
     # ---- logging, and what this run will do --------------------------------------------------------------------------

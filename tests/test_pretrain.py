@@ -215,7 +215,7 @@ def test_a_cpu_run_with_compile_true_trains_eagerly_and_says_so(pretrain, data_d
     assert pretrain([*args, "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")]) == 0
     assert not compiled  # the model was never handed to torch.compile
     out = capsys.readouterr().out
-    assert "compile: skipped on a CPU" in out and f"{COMPILE_ENV}=1" in out
+    assert "compile: skipped (on a CPU" in out and f"{COMPILE_ENV}=1" in out
     monkeypatch.setenv(COMPILE_ENV, "1")  # forced: handed to torch.compile (recorded here, not compiled: 30 s)
     assert pretrain([*args, "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "forced")]) == 0
     assert len(compiled) == 1 and "compile: skipped" not in capsys.readouterr().out
