@@ -104,15 +104,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, body: dict | None) -> None:
         path = self.path.split("?", 1)[0]
-        try:
-            self._json(HTTPStatus.OK, self.server.app.route(method, path, body))
+        try:  # the answer first, then the send: a client that hung up meanwhile is not a bug of ours
+            status, answer = HTTPStatus.OK, self.server.app.route(method, path, body)
         except BadRequest as e:
-            self._json(HTTPStatus.BAD_REQUEST, dict(error=str(e)))
+            status, answer = HTTPStatus.BAD_REQUEST, dict(error=str(e))
         except LookupError:
-            self._json(HTTPStatus.NOT_FOUND, dict(error=f"no such page: {method} {path}"))
+            status, answer = HTTPStatus.NOT_FOUND, dict(error=f"no such page: {method} {path}")
         except Exception as e:  # a bug must not kill the server: one line in its log, the message on the page
             print(f"error: {method} {path}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, dict(error=f"{type(e).__name__}: {e}"))
+            status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, dict(error=f"{type(e).__name__}: {e}")
+        self._json(status, answer)
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
         if not self._host_ok():
@@ -159,11 +160,21 @@ def stop(signum, frame):
     raise KeyboardInterrupt
 
 
-def bind(host: str, port: int) -> ThreadingHTTPServer:
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """What escaped a request's handler: one line, never socketserver's traceback. A connection the client reset
+        or closed (a browser aborts a request when the user types on, a tab closes mid-answer) is no error at all."""
+        e = sys.exc_info()[1]
+        if not isinstance(e, ConnectionError):  # BrokenPipeError, ConnectionResetError, ConnectionAbortedError
+            print(f"error: a request from {client_address[0]}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+
+def bind(host: str, port: int) -> Server:
     """Listen on host:port (raises OSError: port in use, host unknown, no permission)."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    server_cls = type("Server", (ThreadingHTTPServer,), dict(address_family=family, daemon_threads=True))
-    return server_cls((host, port), Handler)
+    return type("Server", (Server,), dict(address_family=family))((host, port), Handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,12 @@ import queue
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -120,6 +122,33 @@ def test_port_in_use_is_one_error_line(checkpoints):
         port = busy.getsockname()[1]
         line = one_error_line(run_cli("--weights", checkpoints[0], "--port", port))
     assert f"port {port} on 127.0.0.1 is in use; pass another --port" in line
+
+
+def test_a_client_that_hangs_up_is_not_an_error(checkpoints):
+    """A browser aborts a request when the user types on (and a tab closes mid-answer): the server's read or write then
+    meets a reset connection. That is the client's choice, not a fault: no `error:` line, no traceback, still serving.
+    (CI once failed on `error: POST /api/view: BrokenPipeError` from the page test.)"""
+    s = Server("--weights", checkpoints[0])
+    url = urllib.parse.urlsplit(s.url)
+    body = json.dumps({"text": TEXT * 4}).encode()
+    head = b"POST /api/view HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    try:
+        for i in range(40):
+            c = socket.create_connection((url.hostname, url.port))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a reset
+            c.sendall(head + (body if i % 2 else body[:7]))  # a whole request, or one cut short mid-body
+            c.close()
+        status, v = s.post("/api/view", {"text": PROMPT})
+        assert status == 200 and v["ids"] == get_tokenizer().encode(PROMPT)
+    finally:
+        s.stop()
+    rest = []
+    while True:
+        try:
+            rest.append(s.lines.get(timeout=5))
+        except queue.Empty:
+            break
+    assert s.proc.returncode == 0 and rest == ["stopped\n"], "".join(rest)
 
 
 def test_another_host_is_served_with_a_warning(checkpoints):
