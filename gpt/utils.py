@@ -39,13 +39,18 @@ codecs.register_error("gpt-utf8-out", _bytes_back_or_escape)
 
 def run_script(main) -> None:
     """A script's entry point: utf8_stdio(), then sys.exit(main()). Ctrl-C (while loading, say: pretrain.py's
-    loop has its own handler that saves a checkpoint) ends in one line and exit code 130, not a traceback."""
+    loop has its own handler that saves a checkpoint) ends in one line and exit code 130, not a traceback.
+    A reader that stopped reading (`generate.py … | head`) ends it quietly with 141, as it ends `yes | head`'s yes
+    (128 + SIGPIPE); the rest of stdout goes to the null device, so Python's exit-time flush cannot complain."""
     utf8_stdio()
     try:
         code = main()
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE (13), which Windows lacks
     sys.exit(code)
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package impo
 import datetime
 import math
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 
 import torch
 import torch.distributed as dist
@@ -62,7 +62,7 @@ from gpt.train.checkpoint import (
 from gpt.train.device import COMPILE_ENV
 from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained, with_pretrained_architecture
-from gpt.train.signals import stop_on_signal
+from gpt.train.signals import SIGPIPE, stop_on_signal
 from gpt.train.tracking import Tracker
 from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed
 
@@ -254,10 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         total=cfg.max_steps, initial=start_step, unit="step", disable=not (master and cfg.progress and terminal)
     )
     t_loop = time.perf_counter()
-    log = bar.write if master else (lambda *a, **k: None)
+
+    def log(line: str) -> None:
+        """One line on stdout (above a terminal's bar), from rank 0. A stdout that cannot be written any more — the
+        reader of `| tee log` was killed, the terminal closed — stops the run at the next step, with a checkpoint."""
+        try:
+            if master:
+                bar.write(line)
+        except OSError:  # BrokenPipeError, or EIO from a closed terminal
+            stop.output_lost()  # `stop`: the StopRequest of the block below
 
     # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
-    # SIGINT/SIGTERM set stop.signal: the loop finishes its step, writes a checkpoint and exits cleanly.
+    # SIGINT/SIGTERM/SIGHUP set stop.signal: the loop finishes its step, writes a checkpoint and exits cleanly.
     with stop_on_signal() as stop:
         for step in range(start_step, cfg.max_steps + 1):
             last = step == cfg.max_steps
@@ -360,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"step {step + 1}/{cfg.max_steps} · loss {train_loss:.4f} · lr {lr:.2e} · "
                         f"{tok_per_s:,.0f} tok/s · ETA {datetime.timedelta(seconds=round(eta))}")  # fmt: skip
             if stop_requested:
-                log(f"stop requested (signal): finishing at step {step + 1} with a checkpoint")
+                why = "stdout lost" if stop.signal == SIGPIPE else "signal"  # (in DDP, stop.signal: rank 0's only)
+                log(f"stop requested ({why}): finishing at step {step + 1} with a checkpoint")
 
     # ---- wrap up -----------------------------------------------------------------------------------------------------
     bar.close()
@@ -368,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         tracker.plot_losses()
         tracker.close()
         if stop_requested:
-            say(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
+            log(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
+            if stop.signal == SIGPIPE:  # stdout is gone: say why on stderr, which may still have a reader
+                resume = f"python scripts/pretrain.py --resume --out-dir {run_dir}"
+                with suppress(OSError):
+                    print(f"warning: stdout was closed, so the run stopped at step {step} with a checkpoint; "
+                          f"continue with: {resume}", file=sys.stderr)  # fmt: skip
     if dinfo.ddp:
         dist.destroy_process_group()
     return exit_code

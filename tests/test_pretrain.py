@@ -262,15 +262,22 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, da
     assert {e.step: e.value for e in acc.Scalars("train/loss")} == pytest.approx(series(run_dir, "train/loss"))
 
 
-def test_sigint_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
+def endless_run(data_dir, run_dir, *extra, **popen) -> subprocess.Popen:
+    """A tiny run that would go on for 100,000 steps, checkpointing only when stopped."""
     args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "100000",
-            "--ckpt-interval", "100000", "--eval-interval", "100000", "--total-batch-tokens", "128"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "WANDB_SILENT": "true"})  # fmt: skip
+            "--ckpt-interval", "100000", "--eval-interval", "100000", "--total-batch-tokens", "128",
+            *extra]  # fmt: skip
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "WANDB_SILENT": "true"}, **popen)  # fmt: skip
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP (the terminal closed)"])
+def test_a_signal_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path, signum):
+    run_dir = tmp_path / "run"
+    proc = endless_run(data_dir, run_dir)
     metrics = run_dir / "metrics.jsonl"
     wait_for(lambda: metrics.exists() and len(series(run_dir, "train/loss")) >= 3, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     steps = sorted(series(run_dir, "train/loss"))
@@ -278,6 +285,36 @@ def test_sigint_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path):
     assert ckpt is not None and ckpt.name == f"step_{steps[-1]:06d}"  # the checkpoint holds the last finished step
     assert load_checkpoint_state(ckpt)["step"] == steps[-1]
     assert "--resume" in out
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_run(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = endless_run(data_dir, run_dir, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # nohup
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and len(series(run_dir, "train/loss")) >= 2, proc)
+    proc.send_signal(signal.SIGHUP)
+    n = len(series(run_dir, "train/loss"))
+    wait_for(lambda: len(series(run_dir, "train/loss")) >= n + 5, proc)  # still training, no checkpoint yet
+    assert latest_checkpoint(run_dir) is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and latest_checkpoint(run_dir) is not None, err[-3000:]
+
+
+def test_a_closed_stdout_stops_the_run_with_a_checkpoint(data_dir, tmp_path):
+    """`pretrain.py | tee log`, and tee is killed (or `| head`): the first log line after that fails with
+    BrokenPipeError. The run stops at the next step with a checkpoint, and says so on stderr; it used to end with a
+    traceback, losing every step since the last checkpoint."""
+    run_dir = tmp_path / "run"
+    proc = endless_run(data_dir, run_dir, "--eval-interval", "4", "--eval-iters", "1", "--sample-tokens", "0")
+    assert proc.stdout.readline().startswith("starting step 0/100000")
+    proc.stdout.close()  # the reader exits; the validation line every 4 steps is the next write
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+    ckpt = latest_checkpoint(run_dir)
+    steps = sorted(series(run_dir, "train/loss"))
+    assert ckpt is not None and ckpt.name == f"step_{steps[-1]:06d}" and 1 <= steps[-1] <= 12
+    assert f"stdout was closed, so the run stopped at step {steps[-1]} with a checkpoint" in err
+    assert f"--resume --out-dir {run_dir}" in err
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(pretrain, data_dir, tmp_path, monkeypatch, capsys):

@@ -153,3 +153,15 @@ def test_ctrl_c_while_a_script_starts_is_one_line_and_exit_130(capsys):
         run_script(main)
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
+
+
+def test_a_reader_that_stops_reading_ends_the_script_quietly_with_141(files):
+    """`generate.py … | head -c 5`: once the reader is gone, the next write fails (BrokenPipeError). That ends the
+    script as SIGPIPE ends `yes | head`'s yes: exit 128 + 13, and no traceback (it printed one before)."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--weights", files["tiny"], "--prompt", "Hi",
+           "--max-new-tokens", "30", "--num-samples", "200", "--seed", "0"]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(p.stdout.read(5)) == 5
+    p.stdout.close()  # the reader exits
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 141 and b"Traceback" not in err and b"Error" not in err, err.decode()
