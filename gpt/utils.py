@@ -19,10 +19,12 @@ def utf8_stdio() -> None:
     """Make stdout and stderr write UTF-8 whatever the locale or console encoding (PYTHONIOENCODING=cp1252 on a
     Windows console, LC_ALL=C's ASCII): messages ("→", "·") and GPT-2's text hold any character. A character
     UTF-8 cannot write (a lone surrogate) comes out as the argv bytes it stands for, or as a backslash escape.
-    Every script in scripts/ and bench/ calls this first."""
+    Every script in scripts/ and bench/ calls this first.
+    Both are line-buffered too: into a file or a pipe (`nohup … > log`, `| tee log`), Python would otherwise hold
+    ~8 KB of stdout back — for a training run, hundreds of steps of log lines that `tail -f` cannot show."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a TextIOWrapper (not a notebook's or a test's replacement stream)
-            stream.reconfigure(encoding="utf-8", errors="gpt-utf8-out")
+            stream.reconfigure(encoding="utf-8", errors="gpt-utf8-out", line_buffering=True)
 
 
 def _bytes_back_or_escape(err: UnicodeEncodeError):

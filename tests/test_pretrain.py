@@ -262,20 +262,32 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, da
     assert {e.step: e.value for e in acc.Scalars("train/loss")} == pytest.approx(series(run_dir, "train/loss"))
 
 
-def endless_run(data_dir, run_dir, *extra, **popen) -> subprocess.Popen:
-    """A tiny run that would go on for 100,000 steps, checkpointing only when stopped."""
-    args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "100000",
-            "--ckpt-interval", "100000", "--eval-interval", "100000", "--total-batch-tokens", "128",
-            *extra]  # fmt: skip
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "WANDB_SILENT": "true"}, **popen)  # fmt: skip
+@pytest.fixture
+def endless_run(data_dir):
+    """Start a tiny run that would go on for 100,000 steps, checkpointing only when stopped; killed after the test
+    whatever happened (a failed test must not leave it training beside the rest of the suite)."""
+    procs = []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"WANDB_SILENT": "true"}  # a pipe buffers
+
+    def start(run_dir, *extra, **popen) -> subprocess.Popen:
+        args = [*TINY, "--data-dir", str(data_dir), "--out-dir", str(run_dir), "--max-steps", "100000",
+                "--ckpt-interval", "100000", "--eval-interval", "100000", "--total-batch-tokens", "128",
+                *extra]  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env, **popen))  # fmt: skip
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.communicate()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP (the terminal closed)"])
-def test_a_signal_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path, signum):
+def test_a_signal_finishes_the_step_and_writes_a_checkpoint(endless_run, tmp_path, signum):
     run_dir = tmp_path / "run"
     default = lambda: signal.signal(signum, signal.SIG_DFL)  # noqa: E731 (as in a terminal, even if pytest runs under nohup)
-    proc = endless_run(data_dir, run_dir, preexec_fn=default)
+    proc = endless_run(run_dir, preexec_fn=default)
     metrics = run_dir / "metrics.jsonl"
     wait_for(lambda: metrics.exists() and len(series(run_dir, "train/loss")) >= 3, proc)
     proc.send_signal(signum)
@@ -288,9 +300,9 @@ def test_a_signal_finishes_the_step_and_writes_a_checkpoint(data_dir, tmp_path, 
     assert "--resume" in out
 
 
-def test_under_nohup_a_hangup_does_not_stop_the_run(data_dir, tmp_path):
+def test_under_nohup_a_hangup_does_not_stop_the_run(endless_run, tmp_path):
     run_dir = tmp_path / "run"
-    proc = endless_run(data_dir, run_dir, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # nohup
+    proc = endless_run(run_dir, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # nohup
     wait_for(lambda: (run_dir / "metrics.jsonl").exists() and len(series(run_dir, "train/loss")) >= 2, proc)
     proc.send_signal(signal.SIGHUP)
     n = len(series(run_dir, "train/loss"))
@@ -301,12 +313,12 @@ def test_under_nohup_a_hangup_does_not_stop_the_run(data_dir, tmp_path):
     assert proc.returncode == 0 and latest_checkpoint(run_dir) is not None, err[-3000:]
 
 
-def test_a_closed_stdout_stops_the_run_with_a_checkpoint(data_dir, tmp_path):
+def test_a_closed_stdout_stops_the_run_with_a_checkpoint(endless_run, tmp_path):
     """`pretrain.py | tee log`, and tee is killed (or `| head`): the first log line after that fails with
     BrokenPipeError. The run stops at the next step with a checkpoint, and says so on stderr; it used to end with a
     traceback, losing every step since the last checkpoint."""
     run_dir = tmp_path / "run"
-    proc = endless_run(data_dir, run_dir, "--eval-interval", "4", "--eval-iters", "1", "--sample-tokens", "0")
+    proc = endless_run(run_dir, "--eval-interval", "4", "--eval-iters", "1", "--sample-tokens", "0")
     while not proc.stdout.readline().startswith("step 0: val loss"):  # (a write before the loop may fail: 141)
         pass
     proc.stdout.close()  # the reader exits; the validation line at step 4 is the next write
