@@ -202,9 +202,11 @@ def main() -> int:
         if args.only in (None, "loader"):
             tokens, steps = (50_000_000, 2_000) if args.quick else (210_000_000, 20_000)
             results["loader"] = bench_loader(tokens, steps, Path(tmp))
+    if args.json:  # before the report on stdout, whose reader may be gone (a killed `| tee`)
+        from gpt.utils import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(results, indent=2) + "\n")
     print(report(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

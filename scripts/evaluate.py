@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"note: {task} used {i['evaluated']:,} of the split's examples; not comparable with published numbers")
         if "note" in i:
             log(f"note: {task}: {i['note']}")
-    print(format_table(metrics))
-    if args.out:
+    if args.out:  # the file first: a stdout nobody reads any more (a killed `| tee`) must not lose the results
         write_json(
             args.out, metrics, weights=str(weights), weights_sha256=sha256_file(weights), dtype=args.dtype,
             device=str(device), model_config=C.to_dict(), data=info, seconds=round(time.perf_counter() - t0, 2),
@@ -136,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             torch=torch.__version__,
         )  # fmt: skip
         log(f"wrote {args.out}")
+    print(format_table(metrics))
     return 0
 
 

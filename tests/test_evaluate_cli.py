@@ -167,3 +167,19 @@ def test_the_script_runs_on_local_files_and_fails_cleanly(weights, tmp_path):
     assert "window=96, stride=48" in r.stdout and "note: wikitext used 2 of the split's examples" in r.stderr
     r = subprocess.run([*cmd, "--tasks", "squad"], capture_output=True, text=True, timeout=300)
     assert "unknown task(s) ['squad']" in one_error_line(r)
+
+
+def test_a_closed_stdout_still_writes_the_results_file(weights, tmp_path):
+    """`evaluate.py … --out r.json | tee log`, and tee was killed during the evaluation: the table cannot be printed
+    (exit 141, as SIGPIPE ends a Unix tool), but the results are in --out, and no traceback. The table used to be
+    printed first, and its BrokenPipeError lost the file."""
+    data, out = tmp_path / "data", tmp_path / "r.json"
+    data.mkdir()
+    (data / "wiki.test.raw").write_text(WIKITEXT.read_text(encoding="utf-8"), encoding="utf-8")
+    cmd = [sys.executable, str(SCRIPT), "--weights", str(weights), "--tasks", "wikitext", "--data-dir", str(data),
+           "--no-download", "--limit", "2", "--quiet", "--out", str(out)]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # no reader from the start
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 141 and "Traceback" not in err, err
+    assert json.loads(out.read_text(encoding="utf-8"))["results"][0]["task"] == "wikitext"
