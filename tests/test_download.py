@@ -88,6 +88,12 @@ class FileServer(ThreadingHTTPServer):
         self.html: set[str] = set()  # paths answered with an HTML page
         self.fail: dict[str, int] = {}  # path → answer 503 this many times
 
+    def handle_error(self, request, client_address):
+        """A client that closed or reset its keep-alive connection (after a 404, say) is not an error: socketserver's
+        traceback would land in the test's captured stderr. Anything else still prints it."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_port}"
