@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import random
@@ -21,10 +22,49 @@ def utf8_stdio() -> None:
     UTF-8 cannot write (a lone surrogate) comes out as the argv bytes it stands for, or as a backslash escape.
     Every script in scripts/ and bench/ calls this first.
     Both are line-buffered too: into a file or a pipe (`nohup … > log`, `| tee log`), Python would otherwise hold
-    ~8 KB of stdout back — for a training run, hundreds of steps of log lines that `tail -f` cannot show."""
+    ~8 KB of stdout back — for a training run, hundreds of steps of log lines that `tail -f` cannot show.
+    And stderr becomes a Diagnostics, which cannot fail."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # a TextIOWrapper (not a notebook's or a test's replacement stream)
             stream.reconfigure(encoding="utf-8", errors="gpt-utf8-out", line_buffering=True)
+    if not isinstance(sys.stderr, Diagnostics):
+        sys.stderr = Diagnostics(sys.stderr)
+
+
+def _to_null_device(stream) -> None:
+    """Point the file descriptor under `stream` at the null device: what is buffered or written later vanishes."""
+    with contextlib.suppress(OSError, ValueError):  # (a stream without a descriptor: a test's capture)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+
+
+class Diagnostics:
+    """sys.stderr for scripts: logs, warnings and progress bars whose reader went away — `2>&1 | tee log` and tee was
+    killed, the terminal was closed — must not end the work they report on (an evaluation, a data preparation, a
+    training run). The first write or flush that fails (BrokenPipeError, EIO) sends the rest to the null device.
+    Everything else is the wrapped stream's (isatty, fileno, encoding…)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            _to_null_device(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            _to_null_device(self._stream)
+
+    def __getattr__(self, name):
+        if name == "_stream":  # (not set yet: copy/pickle probe a fresh instance)
+            raise AttributeError(name)
+        return getattr(self._stream, name)
 
 
 def _bytes_back_or_escape(err: UnicodeEncodeError):
@@ -50,9 +90,15 @@ def run_script(main) -> None:
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         code = 130
+    except SystemExit as e:  # argparse's --help and usage errors: their output is flushed below too
+        code = e.code
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE (13), which Windows lacks
+    try:
+        sys.stdout.flush()  # here, not in Python's exit, where a failure prints "Exception ignored…" and exits 120
+    except OSError:  # the reader went away after the last write (`--help | true`)
+        code = code or 141
+        _to_null_device(sys.stdout)
     sys.exit(code)
 
 

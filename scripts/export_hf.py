@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"exporting {path} ({model.config.n_layer} layers, context {model.config.context_length})", file=sys.stderr)
     try:
-        print(export_hf(model, out))
+        written = export_hf(model, out)
     except OSError as e:
         print(f"error: could not write {out}: {e}", file=sys.stderr)
         return 1
+    print(written)  # outside the try: a closed stdout is no write error of the export (run_script: exit 141)
     return 0
 
 

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
+    except BrokenPipeError:  # stdout's reader went away: no error of the conversion (run_script exits 141)
+        raise
     except (DownloadError, CheckpointError, ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -105,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.models_dir) / f"gpt2-{name}.safetensors"
     path = save_state_dict(config, state, out, {"source": f"{source}:{directory}"})
     del state
-    print(path)
-    if args.export_hf:
-        print(export_hf(load_model(path), args.export_hf))
+    exported = export_hf(load_model(path), args.export_hf) if args.export_hf else None
+    print(path)  # after all the writing: a closed stdout must not skip the export
+    if exported:
+        print(exported)
     return 0
 
 

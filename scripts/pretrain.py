@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package impo
 import datetime
 import math
 import time
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
@@ -380,9 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
             if stop.signal == SIGPIPE:  # stdout is gone: say why on stderr, which may still have a reader
                 resume = f"python scripts/pretrain.py --resume --out-dir {run_dir}"
-                with suppress(OSError):
-                    print(f"warning: stdout was closed, so the run stopped at step {step} with a checkpoint; "
-                          f"continue with: {resume}", file=sys.stderr)  # fmt: skip
+                print(f"warning: stdout was closed, so the run stopped at step {step} with a checkpoint; "
+                      f"continue with: {resume}", file=sys.stderr)  # fmt: skip
     if dinfo.ddp:
         dist.destroy_process_group()
     return exit_code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -169,17 +170,21 @@ def test_the_script_runs_on_local_files_and_fails_cleanly(weights, tmp_path):
     assert "unknown task(s) ['squad']" in one_error_line(r)
 
 
-def test_a_closed_stdout_still_writes_the_results_file(weights, tmp_path):
-    """`evaluate.py … --out r.json | tee log`, and tee was killed during the evaluation: the table cannot be printed
-    (exit 141, as SIGPIPE ends a Unix tool), but the results are in --out, and no traceback. The table used to be
-    printed first, and its BrokenPipeError lost the file."""
+@pytest.mark.parametrize("stderr_too", [False, True], ids=["stdout", "stdout and stderr"])
+def test_a_closed_stdout_still_writes_the_results_file(weights, tmp_path, stderr_too):
+    """`evaluate.py … --out r.json | tee log` (or `2>&1 | tee log`), and tee was killed during the evaluation: the
+    table cannot be printed (exit 141, as SIGPIPE ends a Unix tool), but the results are in --out, and no traceback.
+    The table used to be printed first, and its BrokenPipeError lost the file; with stderr in the pipe, the progress
+    bar's first write did."""
     data, out = tmp_path / "data", tmp_path / "r.json"
     data.mkdir()
     (data / "wiki.test.raw").write_text(WIKITEXT.read_text(encoding="utf-8"), encoding="utf-8")
     cmd = [sys.executable, str(SCRIPT), "--weights", str(weights), "--tasks", "wikitext", "--data-dir", str(data),
-           "--no-download", "--limit", "2", "--quiet", "--out", str(out)]  # fmt: skip
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--no-download", "--limit", "2", "--out", str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+                         text=True, env=env)  # fmt: skip
     p.stdout.close()  # no reader from the start
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 141 and "Traceback" not in err, err
+    assert p.returncode == 141 and (stderr_too or "Traceback" not in err), err
     assert json.loads(out.read_text(encoding="utf-8"))["results"][0]["task"] == "wikitext"

@@ -170,3 +170,11 @@ def test_stop_on_signal_records_the_signal_and_restores_the_handlers():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second one would stop at once
             raise RuntimeError
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_signal_of_another_kind_also_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_signal() as stop:
+        signal.raise_signal(signal.SIGTERM)  # a cluster's notice, then the user's Ctrl-C: that one must not wait
+        assert stop.signal == signal.SIGTERM and signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is before

@@ -155,13 +155,48 @@ def test_ctrl_c_while_a_script_starts_is_one_line_and_exit_130(capsys):
     assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
 
 
-def test_a_reader_that_stops_reading_ends_the_script_quietly_with_141(files):
+# ---- a reader that goes away: `| head`, a killed `| tee`, a closed terminal ------------------------------------------
+SCRIPTS = ROOT / "scripts"
+
+
+def closed_pipe_run(cmd, *, stderr_too=False, read=0, timeout=300):
+    """Run cmd with stdout (and stderr, if stderr_too: `2>&1 | …`) into a pipe whose reader reads `read` bytes, then
+    exits. Returns (exit code, stderr text or None). No PYTHONUNBUFFERED: as a user's shell runs it, buffers and all."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+                         env=env)  # fmt: skip
+    if read:
+        assert len(p.stdout.read(read)) == read
+    p.stdout.close()
+    _, err = p.communicate(timeout=timeout)
+    return p.returncode, None if stderr_too else err.decode("utf-8")
+
+
+@pytest.mark.parametrize("stderr_too", [False, True], ids=["stdout", "stdout and stderr"])
+def test_a_reader_that_stops_reading_ends_the_script_quietly_with_141(files, stderr_too):
     """`generate.py … | head -c 5`: once the reader is gone, the next write fails (BrokenPipeError). That ends the
-    script as SIGPIPE ends `yes | head`'s yes: exit 128 + 13, and no traceback (it printed one before)."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--weights", files["tiny"], "--prompt", "Hi",
+    script as SIGPIPE ends `yes | head`'s yes: exit 128 + 13, and no traceback (it printed one, exit 1; with stderr in
+    the same pipe, Python's exit-time flush failed again: exit 120)."""
+    cmd = [sys.executable, str(SCRIPTS / "generate.py"), "--weights", files["tiny"], "--prompt", "Hi",
            "--max-new-tokens", "30", "--num-samples", "200", "--seed", "0"]  # fmt: skip
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert len(p.stdout.read(5)) == 5
-    p.stdout.close()  # the reader exits
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == 141 and b"Traceback" not in err and b"Error" not in err, err.decode()
+    code, err = closed_pipe_run(cmd, stderr_too=stderr_too, read=0 if stderr_too else 5)  # 0: its first log line fails
+    assert code == 141 and (stderr_too or "Traceback" not in err and "Error" not in err), err
+
+
+@pytest.mark.parametrize("script", ["generate.py", "evaluate.py", "export_hf.py", "explain.py"])
+def test_help_into_a_closed_pipe_is_141_not_120(script):
+    code, err = closed_pipe_run([sys.executable, str(SCRIPTS / script), "--help"])
+    assert code == 141 and err == "", err  # not "Exception ignored … BrokenPipeError", exit 120
+
+
+def test_export_with_a_closed_stdout_is_no_write_error_and_converting_still_exports(files, tmp_path):
+    """export_hf.py printed its output folder inside `except OSError` (a closed stdout → "error: could not write");
+    load_openai_weights.py printed the converted file before --export-hf ran, so a closed stdout skipped the export."""
+    code, err = closed_pipe_run([sys.executable, str(SCRIPTS / "export_hf.py"), files["tiny"], str(tmp_path / "hf")])
+    assert code == 141 and "error" not in err, err
+    assert (tmp_path / "hf" / "model.safetensors").is_file() and (tmp_path / "hf" / "config.json").is_file()
+    code, err = closed_pipe_run([sys.executable, str(SCRIPTS / "load_openai_weights.py"), "--from-dir",
+                                 str(tmp_path / "hf"), "--out", str(tmp_path / "back.safetensors"), "--export-hf",
+                                 str(tmp_path / "hf2")])  # fmt: skip
+    assert code == 141 and "error" not in err, err
+    assert (tmp_path / "back.safetensors").is_file() and (tmp_path / "hf2" / "model.safetensors").is_file()

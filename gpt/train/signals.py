@@ -48,7 +48,8 @@ def stop_on_signal(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequ
 
     def request_stop(signum, frame):
         stop.signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
+        for s in signals:  # a second signal, of any of these kinds (Ctrl-C after a SIGTERM), stops at once
+            signal.signal(s, signal.SIG_DFL)
 
     hangup = getattr(signal, "SIGHUP", None)
     signals = [s for s in signals if not (s == hangup and signal.getsignal(s) == signal.SIG_IGN)]
