@@ -128,19 +128,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         if not self._host_ok():
             return
-        try:
-            n = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            n = -1
-        if not 0 <= n <= MAX_BODY:
+        length = self.headers.get("Content-Length", "0").strip()
+        if not (length.isascii() and length.isdigit()):
+            self._json(HTTPStatus.BAD_REQUEST, dict(error=f"Content-Length must be a byte count, not {length!r}"))
+            return
+        if int(length) > MAX_BODY:
             self._json(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, dict(error=f"a request body holds at most {MAX_BODY} bytes")
             )
             return
         try:
-            body = json.loads(self.rfile.read(n).decode("utf-8"))
+            body = json.loads(self.rfile.read(int(length)).decode("utf-8"))
             if not isinstance(body, dict):
                 raise ValueError("not a JSON object")
+        except RecursionError:
+            self._json(HTTPStatus.BAD_REQUEST, dict(error="the request body nests too deeply to be a request"))
+            return
         except (UnicodeDecodeError, ValueError) as e:
             self._json(HTTPStatus.BAD_REQUEST, dict(error=f"the request body must be a UTF-8 JSON object: {e}"))
             return

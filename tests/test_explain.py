@@ -199,6 +199,25 @@ def test_api_refuses_bad_input_with_a_message(server):
     assert server.post("/api/view", {"text": "Hi", "top_p": 0})[0] == 400
     assert server.post("/api/view", {"ids": [50257]})[0] == 400
     assert server.post("/api/view", b"not json")[0] == 400
+    # wrong JSON types are the client's mistake: 400 with a message, never a 500 and an `error:` line in the log
+    # (the server fixture's teardown checks that nothing but "stopped" follows in the log)
+    for body, message in (
+        ({"text": "Hi", "parts": 5}, "parts must be a list of some of tokens, next, attention, lens"),
+        ({"text": "Hi", "parts": ["next", "nope"]}, "parts must be a list of some of tokens, next, attention, lens"),
+        ({"text": "Hi", "attention": 5}, "attention must be a list of picks"),
+        ({"text": "Hi", "attention": [{"layer": True}]}, "attention picks must be {layer: int, head: int or null}"),
+        ({"ids": [True, 5]}, "ids must be a list of token ids in [0, 50257)"),
+        (b"[" * 100_000 + b"]" * 100_000, "the request body nests too deeply to be a request"),
+    ):
+        status, v = server.post("/api/view", body)
+        assert status == 400 and v["error"].startswith(message), (body if isinstance(body, dict) else "nested", v)
+    status, v = server.post("/api/step", {"text": "Hi", "seed": 2**70})
+    assert status == 400 and "seed an integer in [0, 2^63)" in v["error"]
+    url = urllib.parse.urlsplit(server.url)
+    for length, status in (("abc", 400), ("-5", 400), (str(8 << 20), 413)):
+        with socket.create_connection((url.hostname, url.port), timeout=60) as c:
+            c.sendall(f"POST /api/view HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n".encode())
+            assert c.makefile("rb").readline().split()[1] == str(status).encode(), length
     assert server.post("/api/nothing", {})[0] == 404
     status, err = server.post("/api/view", {"text": "Hi"}, host="attacker.example:80")  # DNS rebinding
     assert status == 403 and "127.0.0.1" in err["error"]

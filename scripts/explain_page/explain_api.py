@@ -10,6 +10,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 TOP_N = 20  # bars in the next-token chart
+PARTS = ("tokens", "next", "attention", "lens")  # the views /api/view can return
 LENS_K = 5  # tokens per logit-lens cell (the top one shown, all five on hover)
 CACHE_BYTES = 1 << 30  # traces kept per model (attention is L·H·T² floats: 600 MB for 124M at T = 1024)
 
@@ -147,6 +148,11 @@ class Explainer:
         return dict(losses=loss.tolist(), mean=loss.mean().item(), scored=min(len(ids), n), note=note)
 
 
+def is_int(v) -> bool:
+    """A JSON integer: Python's bool is an int too, but `true` is no layer, token id or seed."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def entropy_bits(p) -> float:
     """H(p) = -Σ p log2 p over the tokens with p > 0, in bits."""
     p = p[p > 0]
@@ -179,7 +185,7 @@ class App:
     def ids_from(self, body: dict) -> list[int]:
         if body.get("ids") is not None:
             ids = body["ids"]
-            if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < self.enc.n_vocab for i in ids):
+            if not isinstance(ids, list) or not all(is_int(i) and 0 <= i < self.enc.n_vocab for i in ids):
                 raise BadRequest(f"ids must be a list of token ids in [0, {self.enc.n_vocab})")
         else:
             text = body.get("text")
@@ -211,14 +217,19 @@ class App:
 
     def view(self, body: dict) -> dict:
         ids = self.ids_from(body)
-        parts = set(body.get("parts") or ("tokens", "next", "attention", "lens"))
+        parts = body.get("parts") or PARTS
+        if not isinstance(parts, (list, tuple)) or not all(isinstance(p, str) and p in PARTS for p in parts):
+            raise BadRequest(f"parts must be a list of some of {', '.join(PARTS)}")
+        parts = set(parts)
         sampling = self.sampling_from(body)
         picks = body.get("attention") or []
+        if not isinstance(picks, list):
+            raise BadRequest("attention must be a list of picks, one per model: {layer: int, head: int or null}")
         models = []
         for m, ex in enumerate(self.explainers):
             pick = picks[m] if m < len(picks) and isinstance(picks[m], dict) else {}
             layer, head = pick.get("layer", 0), pick.get("head")
-            if not isinstance(layer, int) or not (head is None or isinstance(head, int)):
+            if not is_int(layer) or not (head is None or is_int(head)):
                 raise BadRequest("attention picks must be {layer: int, head: int or null}")
             models.append(ex.view(ids, parts, sampling, layer, head))
         seen = set(ids)
@@ -236,8 +247,8 @@ class App:
         if body.get("greedy"):
             sampling["temperature"] = 0.0
         m, seed = body.get("model", 0), body.get("seed", 0)
-        if not isinstance(m, int) or not 0 <= m < len(self.explainers) or not isinstance(seed, int):
-            raise BadRequest(f"model must be an index < {len(self.explainers)} and seed an integer")
+        if not is_int(m) or not 0 <= m < len(self.explainers) or not is_int(seed) or not 0 <= seed < 2**63:
+            raise BadRequest(f"model must be an index < {len(self.explainers)} and seed an integer in [0, 2^63)")
         ids = ids + [self.explainers[m].step(ids, sampling, seed)]
         return dict(ids=ids, text=self.enc.decode(ids))
 
