@@ -47,7 +47,7 @@ from gpt.model import GPT, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
-ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager fp32 CPU decode steps keep MKL's kernel (see OneDNNLinears)
+ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (MKL; bf16 unpacked), see OneDNNLinears
 
 
 def cpu_flags() -> frozenset[str]:

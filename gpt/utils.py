@@ -31,7 +31,7 @@ def utf8_stdio() -> None:
         sys.stderr = Diagnostics(sys.stderr)
 
 
-def _to_null_device(stream) -> None:
+def to_null_device(stream) -> None:
     """Point the file descriptor under `stream` at the null device: what is buffered or written later vanishes."""
     with contextlib.suppress(OSError, ValueError):  # (a stream without a descriptor: a test's capture)
         null = os.open(os.devnull, os.O_WRONLY)
@@ -52,14 +52,14 @@ class Diagnostics:
         try:
             return self._stream.write(text)
         except OSError:
-            _to_null_device(self._stream)
+            to_null_device(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except OSError:
-            _to_null_device(self._stream)
+            to_null_device(self._stream)
 
     def __getattr__(self, name):
         if name == "_stream":  # (not set yet: copy/pickle probe a fresh instance)
@@ -98,7 +98,7 @@ def run_script(main) -> None:
         sys.stdout.flush()  # here, not in Python's exit, where a failure prints "Exception ignored…" and exits 120
     except OSError:  # the reader went away after the last write (`--help | true`)
         code = code or 141
-        _to_null_device(sys.stdout)
+        to_null_device(sys.stdout)
     sys.exit(code)
 
 

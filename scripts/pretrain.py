@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.compile and compile_pays(device):
         model = torch.compile(model)
     elif cfg.compile:
-        why = "on a CPU, where a compiled training step measured slower than eager (gpt/train/device.py: compile_pays)"
-        why = why if device.type == "cpu" else f"{COMPILE_ENV}=0"
+        why = ("on a CPU, where a compiled training step measured slower than eager (gpt/train/device.py: compile_pays)"
+               if device.type == "cpu" else f"{COMPILE_ENV}=0")  # fmt: skip
         say(f"compile: skipped ({why}); {COMPILE_ENV}=1 compiles anyway")  # fmt: skip
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dinfo.ddp else model
 
@@ -377,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         tracker.plot_losses()
         tracker.close()
         if stop_requested:
-            log(f"stopped; continue with: python scripts/pretrain.py --resume --out-dir {run_dir}")
+            resume = f"python scripts/pretrain.py --resume --out-dir {run_dir}"
+            log(f"stopped; continue with: {resume}")
             if stop.signal == SIGPIPE:  # stdout is gone: say why on stderr, which may still have a reader
-                resume = f"python scripts/pretrain.py --resume --out-dir {run_dir}"
                 print(f"warning: stdout was closed, so the run stopped at step {step} with a checkpoint; "
                       f"continue with: {resume}", file=sys.stderr)  # fmt: skip
     if dinfo.ddp:

@@ -262,6 +262,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one(pretrain, da
     assert {e.step: e.value for e in acc.Scalars("train/loss")} == pytest.approx(series(run_dir, "train/loss"))
 
 
+# ---- stopping cleanly: a signal, a closed terminal, a log nobody reads, a NaN ----------------------------------------
 @pytest.fixture
 def endless_run(data_dir):
     """Start a tiny run that would go on for 100,000 steps, checkpointing only when stopped; killed after the test

@@ -84,8 +84,8 @@ def compile_pays(device: torch.device) -> bool:
     """Whether a run with `compile: true` compiles its model on this device, or trains eagerly because compiling
     would be slower — so that `compile: true` is never the slower choice (issue 15).
 
-    CPU: no. A compiled training step measured 0.78-0.99× the eager one's speed on every case tried (2-core AMD
-    EPYC, torch 2.13: 124M bf16 0.87-0.91×, 124M fp32 0.99×, a 4-layer model bf16 0.78× and fp32 0.96×; the 124M
+    CPU: no. A compiled training step measured 0.66-0.99× the eager one's speed on every case tried (2-core AMD
+    EPYC, torch 2.13: 124M bf16 0.66-0.91×, 124M fp32 0.99×, a 4-layer model bf16 0.78× and fp32 0.96×; the 124M
     numbers are re-measured by bench/run.py's training section), after 30-40 s of compiling. Our eager CPU step
     already avoids the logits (gpt/loss.py) and its matmuls run near the machine's peak, so inductor has little
     left to fuse. Elsewhere (CUDA, MPS): yes, as configured.

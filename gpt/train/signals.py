@@ -10,12 +10,13 @@ A second signal stops at once, as usual; the previous handlers come back when th
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from gpt.utils import to_null_device
 
 SIGPIPE = getattr(signal, "SIGPIPE", 13)  # what StopRequest.output_lost records (Windows has no SIGPIPE)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
@@ -30,9 +31,7 @@ class StopRequest:
         stop as if on SIGPIPE, with a checkpoint, and send the rest of stdout to the null device, so the lines still
         to come (and Python's flush at exit) cannot fail again. Without this, the first log line after `| head` or
         a killed `| tee` would end the run with a traceback and lose every step since the last checkpoint."""
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+        to_null_device(sys.stdout)
         self.signal = self.signal or SIGPIPE
 
 
