@@ -96,10 +96,13 @@ def build_case(
     compile: bool = False,
     device: str = "cpu",
     config: GPTConfig | None = None,
+    ddp: bool = False,
 ) -> Case:
     """A model (GPT-2 124M unless `config`) with its optimizer and one fixed batch, as a step() closure.
     name: 'ours' or 'hf'. Ours trains as scripts/pretrain.py does: vocabulary padded to a multiple of 64, fused
-    AdamW, and on a CPU the loss without materialised logits (gpt/loss.py); on a GPU the plain logits path."""
+    AdamW, and on a CPU the loss without materialised logits (gpt/loss.py); on a GPU the plain logits path.
+    ddp: ours wrapped in DistributedDataParallel, as scripts/pretrain.py under torchrun (the caller has initialised
+    the process group): backward all-reduces the gradients."""
     torch.manual_seed(0)
     config = config or GPTConfig.from_preset("124M")
     device_type = torch.device(device).type
@@ -109,7 +112,8 @@ def build_case(
         cfg = dataclasses.replace(config, vocab_multiple=64)  # the padded vocabulary our configs train with
         model = GPT(cfg).to(device).train()
         opt = configure_optimizer(model, lr=1e-4, weight_decay=0.1, device_type=device_type)
-        fwd = torch.compile(model) if compile else model
+        fwd = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+        fwd = torch.compile(fwd) if compile else fwd
         logits = device_type != "cpu"
 
         def loss_fn():

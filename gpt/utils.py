@@ -163,6 +163,7 @@ def num_threads() -> int:
 
 
 THREADS_ENV = "GPT_THREADS"  # CPU threads for scripts/pretrain.py and scripts/generate.py; overrides cpu_threads()
+_THREAD_ENVS = (THREADS_ENV, "OMP_NUM_THREADS")  # the variables that choose the thread count, ours first
 
 
 def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None = None) -> int:
@@ -175,18 +176,37 @@ def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None 
     busy process, each op waits for whichever thread the OS has just descheduled, and a tiny training run fell
     from ≈3,000 to 200-500 tokens/s (issue 15); with threads only on the free cores it keeps about its fair share
     (bench/run.py --only threads measures both). The load average lags a minute behind: set GPT_THREADS to choose."""
-    for env in (THREADS_ENV, "OMP_NUM_THREADS"):
+    for env in _THREAD_ENVS:
         forced = os.environ.get(env, "").strip()
         if forced:
             if not forced.isdigit() or int(forced) < 1:
                 raise ValueError(f"{env} must be a whole number >= 1, got {forced!r}")
             return int(forced)
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus() if cpus is None else cpus
     if load is None:
         load = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0  # minus ourselves
     free = cpus - int(load + 0.5)
     return max(1, min(cpus, free) // max(1, processes))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (os.sched_getaffinity; os.cpu_count where there is none, e.g. macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def shared_machine_note(threads: int, processes: int = 1, cpus: int | None = None) -> str | None:
+    """For a training run in one process that cpu_threads() gave fewer threads than it has CPUs (other programs
+    keep the rest busy): a line saying so, and that one process per core keeps more of a shared machine. None
+    otherwise, and when GPT_THREADS / OMP_NUM_THREADS chose.
+    Why: OpenMP threads meet after every op, data-parallel processes once a step; beside a 2-thread program on 2
+    cores the tiny run kept 42% of its quiet speed in 1 thread, 70% as `torchrun --nproc-per-node 2` (bench/threads.py,
+    2-core AMD EPYC, issue 15)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    if processes > 1 or threads >= cpus or any(os.environ.get(e, "").strip() for e in _THREAD_ENVS):
+        return None
+    return (f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy (the 1-minute load average; "
+            f"{THREADS_ENV}=N chooses); beside a busy program one process per core trains faster: torchrun "
+            f"--standalone --nproc-per-node {cpus} scripts/pretrain.py ... (README: CPU threads)")  # fmt: skip
 
 
 def progress_bar(**kwargs):

@@ -64,7 +64,7 @@ from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained, with_pretrained_architecture
 from gpt.train.signals import SIGPIPE, stop_on_signal
 from gpt.train.tracking import Tracker
-from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed
+from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed, shared_machine_note
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+    threads_note = None
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
     else:  # threads only on the cores other programs leave free (gpt/utils.py; GPT_THREADS=N chooses)
         try:
-            torch.set_num_threads(cpu_threads(dinfo.world_size))
+            threads = cpu_threads(dinfo.world_size)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        torch.set_num_threads(threads)
+        threads_note = shared_machine_note(threads, dinfo.world_size) if device.type == "cpu" else None
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{dinfo.world_size} × {grad_accum} micro-steps × {cfg.batch_size} × {seq_len} · data: train "
         f"{data.train.size:,} tokens, val {data.val.size:,}"
     )
+    if threads_note:
+        say(threads_note)
 
     stop_requested = False
     exit_code = 0

@@ -44,6 +44,9 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     # the peak is the best of the shape sweep, and every goal the run measured is marked met or not met
     assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values())
     assert all(r["quiet_tok_s"] > 0 and r["busy_tok_s"] > 0 for r in res["threads"]["rows"])
+    # the documented switch for a shared machine ran for real: torchrun, one process of one thread per core
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert any(r["threads"].startswith("data parallel: torchrun") for r in res["threads"]["rows"])
     assert "## Goals (issue 15)" in md and "× HF generate" in md and "beside a busy process" in md
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob("*.tmp"))  # written atomically: no leftovers
@@ -99,3 +102,19 @@ def test_the_training_compile_goal_is_met_only_when_the_rule_agrees_with_the_mea
     assert not goal(80.0, pays=True)  # slower, yet pretrain would compile: wrong
     assert not goal(120.0, pays=False)  # faster, yet pretrain skips it: wrong
     assert goal(120.0, pays=True)
+
+
+def load_bench_module(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_parallel_processes_split_the_batch_evenly_one_per_core_at_most():
+    procs = load_bench_module("threads").data_parallel_procs
+    assert procs(2, 8) == 2  # a 2-core machine: tiny.yaml's 8 sequences, 4 per process
+    assert procs(3, 8) == 2  # 3 processes cannot split 8 sequences
+    assert procs(16, 8) == 8  # never more processes than sequences
+    assert procs(6, 12) == 6
+    assert procs(1, 8) == 1

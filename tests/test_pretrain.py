@@ -221,6 +221,29 @@ def test_a_cpu_run_with_compile_true_trains_eagerly_and_says_so(pretrain, data_d
     assert len(compiled) == 1 and "compile: skipped" not in capsys.readouterr().out
 
 
+def test_beside_a_busy_program_a_run_takes_the_free_cores_and_names_torchrun(
+    pretrain, data_dir, tmp_path, monkeypatch, capsys
+):
+    from gpt.utils import usable_cpus
+
+    cpus = usable_cpus()
+    if cpus < 2:
+        pytest.skip("needs 2 CPUs: with one, a run has no core to give up")
+    monkeypatch.delenv("GPT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # this run + one busy core (a real load takes 1 min)
+    before = torch.get_num_threads()
+    try:
+        args = [*TINY, "--max-steps", "1", "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")]
+        assert pretrain(args) == 0
+        assert torch.get_num_threads() == cpus - 1
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert out.count(f"cpu threads: {cpus - 1} of {cpus}, as other programs keep the rest busy") == 1
+    assert f"torchrun --standalone --nproc-per-node {cpus} scripts/pretrain.py" in out
+
+
 # ---- crash safety ----------------------------------------------------------------------------------------------------
 def wait_for(predicate, proc, timeout=300.0):
     deadline = time.monotonic() + timeout

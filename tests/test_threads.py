@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt.utils import THREADS_ENV, cpu_threads
+from gpt.utils import THREADS_ENV, cpu_threads, shared_machine_note
 
 
 @pytest.fixture
@@ -32,3 +32,16 @@ def test_the_environment_decides_when_set(no_thread_env):
 
 def test_the_machine_is_read_when_not_given(no_thread_env):
     assert 1 <= cpu_threads() <= len(__import__("os").sched_getaffinity(0))
+
+
+def test_a_run_given_fewer_threads_than_cpus_is_told_why_and_what_keeps_more(no_thread_env):
+    note = shared_machine_note(1, processes=1, cpus=2)
+    assert note.startswith("cpu threads: 1 of 2, as other programs keep the rest busy")
+    assert "torchrun --standalone --nproc-per-node 2 scripts/pretrain.py" in note
+    assert shared_machine_note(2, processes=1, cpus=2) is None  # every core: nothing to say
+    assert shared_machine_note(1, processes=2, cpus=2) is None  # already one process per core
+    no_thread_env.setenv(THREADS_ENV, "1")
+    assert shared_machine_note(1, processes=1, cpus=2) is None  # the user chose
+    no_thread_env.delenv(THREADS_ENV)
+    no_thread_env.setenv("OMP_NUM_THREADS", "1")
+    assert shared_machine_note(1, processes=1, cpus=2) is None

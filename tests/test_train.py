@@ -128,8 +128,14 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
 def test_grad_accum_steps_and_its_error():
     assert grad_accum_steps(524_288, 16, 1024, world_size=8) == 4
     assert grad_accum_steps(65_536, 8, 1024, world_size=1) == 8
-    with pytest.raises(ValueError, match="multiple of batch_size"):
+    with pytest.raises(ValueError, match="multiple of batch_size") as e:
         grad_accum_steps(65_536, 8, 1024, world_size=3)
+    assert "--total-batch-tokens 49152 or 73728, or change --batch-size" in str(e.value)  # 2 and 3 × 24,576
+    # configs/tiny.yaml under `torchrun --nproc-per-node 2`: 4 sequences per process keep its 1,024 tokens per step
+    with pytest.raises(ValueError) as e:
+        grad_accum_steps(1024, 8, 128, world_size=2)
+    assert "e.g. --batch-size 4 (the same tokens per step), or --total-batch-tokens 2048 or 4096" in str(e.value)
+    assert grad_accum_steps(1024, 4, 128, world_size=2) == 1
 
 
 def test_flops_per_token_counts_the_model_weights():

@@ -53,13 +53,18 @@ def lr_at(step: int, *, max_lr: float, min_lr: float, warmup_steps: int, decay_s
 
 
 def grad_accum_steps(total_batch_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:
-    """Micro-steps per optimizer step so that world_size · steps · batch_size · seq_len == total_batch_tokens."""
+    """Micro-steps per optimizer step so that world_size · steps · batch_size · seq_len == total_batch_tokens.
+    Raises ValueError when it does not divide, naming the fix: the largest smaller --batch-size that keeps
+    total_batch_tokens (the same training recipe, e.g. configs/tiny.yaml under torchrun), else the nearest
+    --total-batch-tokens."""
     per_micro = batch_size * seq_len * world_size
     if total_batch_tokens % per_micro:
         lo = max(per_micro, total_batch_tokens // per_micro * per_micro)
+        same = [b for b in range(batch_size - 1, 0, -1) if total_batch_tokens % (b * seq_len * world_size) == 0]
+        fix = f"--batch-size {same[0]} (the same tokens per step), or " if same else ""
         raise ValueError(
             f"total_batch_tokens ({total_batch_tokens}) must be a multiple of batch_size · seq_len · processes "
-            f"= {batch_size} · {seq_len} · {world_size} = {per_micro}; e.g. --total-batch-tokens {lo} or "
-            f"{lo + per_micro}, or change --batch-size"
+            f"= {batch_size} · {seq_len} · {world_size} = {per_micro}; e.g. {fix}--total-batch-tokens {lo} or "
+            f"{lo + per_micro}" + ("" if same else ", or change --batch-size")
         )
     return total_batch_tokens // per_micro
