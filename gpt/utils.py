@@ -199,8 +199,8 @@ def shared_machine_note(threads: int, processes: int = 1, cpus: int | None = Non
     keep the rest busy): a line saying so, and that one process per core keeps more of a shared machine. None
     otherwise, and when GPT_THREADS / OMP_NUM_THREADS chose.
     Why: OpenMP threads meet after every op, data-parallel processes once a step; beside a 2-thread program on 2
-    cores the tiny run kept 42% of its quiet speed in 1 thread, 70% as `torchrun --nproc-per-node 2` (bench/threads.py,
-    2-core AMD EPYC, issue 15)."""
+    cores the tiny run kept 38-42% of its best quiet speed in 1 thread, 52-70% as `torchrun --nproc-per-node 2`
+    (bench/threads.py; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC; issue 15)."""
     cpus = usable_cpus() if cpus is None else cpus
     if processes > 1 or threads >= cpus or any(os.environ.get(e, "").strip() for e in _THREAD_ENVS):
         return None
