@@ -6,8 +6,8 @@ for data parallelism over processes of one thread each (torchrun, gloo: the docu
 
 The competitor is another torch program using every core (a 2-thread matmul loop on 2 cores), as when two runs
 or a test suite share a machine. A fair share of the machine is cores / (programs running): 50% here. The
-library's choice under that load is cpu_threads(load=competitor's threads): the 1-minute load average a machine
-shows once the competitor has run for a minute (this benchmark does not wait for it to climb).
+library's choice is what cpu_threads() reads from the machine while the competitor runs (gpt/utils.py:
+busy_elsewhere, the threads running now).
 Why processes: torch's OpenMP threads meet at a barrier after every op, so one descheduled thread stalls the
 others; data-parallel processes meet once a step (the gradient all-reduce), so the OS's per-thread fair share
 reaches them (2-core AMD EPYC, tiny.yaml beside the competitor: 1 process × 1 thread ≈ 2,000-2,400 tokens/s,
@@ -102,8 +102,14 @@ def measure_threads(seconds: float = 6.0, smoke: bool = False, log=print) -> dic
     case = bench_train.build_case("ours", "bf16", B, T, config=config)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GPT_THREADS")}
     procs = data_parallel_procs(cores, B)
-    variants = {"torch default (every core)": cores, "cpu_threads() beside the competitor": cpu_threads(
-        load=float(cores), cpus=cores) if "GPT_THREADS" not in os.environ else cores}  # fmt: skip
+    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(cores)], env=env)
+    try:
+        time.sleep(2.0)  # let it start spinning
+        chosen = cpu_threads(cpus=cores) if "GPT_THREADS" not in os.environ else cores  # what a run would read
+    finally:
+        competitor.kill()
+        competitor.wait()
+    variants = {"torch default (every core)": cores, "cpu_threads() beside the competitor": chosen}
     if procs > 1:
         variants[f"data parallel: torchrun --nproc-per-node {procs}, 1 thread each"] = None
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
+import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,14 +170,14 @@ _THREAD_ENVS = (THREADS_ENV, "OMP_NUM_THREADS")  # the variables that choose the
 
 def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None = None) -> int:
     """Threads for each of `processes` processes doing CPU work: GPT_THREADS (or OMP_NUM_THREADS) when set, else
-    the CPUs this process may run on (os.sched_getaffinity), less those other programs keep busy (the 1-minute
-    load average, this process not counted), shared among `processes`; at least 1. load / cpus: given, or read
-    from the machine. Raises ValueError on a malformed GPT_THREADS / OMP_NUM_THREADS.
+    the CPUs this process may run on (os.sched_getaffinity), less those other programs keep busy (busy_elsewhere()),
+    shared among `processes`; at least 1. load (threads other programs keep running) / cpus: given, or read from
+    the machine. Raises ValueError on a malformed GPT_THREADS / OMP_NUM_THREADS.
 
     Why: torch's OpenMP threads wait for each other at every op. With as many threads as cores beside another
     busy process, each op waits for whichever thread the OS has just descheduled, and a tiny training run fell
     from ≈3,000 to 200-500 tokens/s (issue 15); with threads only on the free cores it keeps about its fair share
-    (bench/run.py --only threads measures both). The load average lags a minute behind: set GPT_THREADS to choose."""
+    (bench/run.py --only threads measures both)."""
     for env in _THREAD_ENVS:
         forced = os.environ.get(env, "").strip()
         if forced:
@@ -183,10 +185,54 @@ def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None 
                 raise ValueError(f"{env} must be a whole number >= 1, got {forced!r}")
             return int(forced)
     cpus = usable_cpus() if cpus is None else cpus
-    if load is None:
-        load = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0  # minus ourselves
+    load = busy_elsewhere() if load is None else load
     free = cpus - int(load + 0.5)
     return max(1, min(cpus, free) // max(1, processes))
+
+
+def busy_elsewhere(samples: int = 10, interval: float = 0.025) -> float:
+    """Threads other programs keep running now: the kernel's count of runnable threads (/proc/loadavg's 4th field,
+    "running/total"), less the one reading it, averaged over `samples` readings `interval` s apart (0.25 s).
+    Where there is no /proc (macOS): the 1-minute load average less this process's own part of it (own_load).
+    Why not the load average alone: it lags a minute. A program that started 20 s ago hardly shows in it yet, and
+    one that ended 20 s ago still does; and "load - 1 for ourselves" took a lone busy program (load 1.0) beside a
+    run that had just started for the run itself, leaving it every core: 3× slower than one thread (issue 15,
+    found by a fresh tester)."""
+    counts = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(interval)
+            fields = Path("/proc/loadavg").read_text(encoding="ascii").split()
+            counts.append(int(fields[3].split("/")[0]) - 1)  # minus this thread, running while it reads
+        return max(0.0, sum(counts) / len(counts))
+    except (OSError, ValueError, IndexError):
+        if not hasattr(os, "getloadavg"):
+            return 0.0
+        return max(0.0, os.getloadavg()[0] - own_load())
+
+
+def own_load(cpu_seconds: float | None = None, age_seconds: float | None = None) -> float:
+    """This process's part of the 1-minute load average: its threads kept busy on average (CPU seconds / age),
+    weighted as the kernel's exponentially-decaying 1-minute average weights a process `age` seconds old
+    (1 - e^(-age/60)). cpu_seconds / age_seconds: given, or this process's (time.process_time; its start time from
+    /proc/self/stat, or taken as 60 s ago where there is none)."""
+    cpu = time.process_time() if cpu_seconds is None else cpu_seconds
+    age = _process_age() if age_seconds is None else age_seconds
+    if age <= 0:
+        return 0.0
+    return cpu / age * (1.0 - math.exp(-age / 60.0))
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat's start time against /proc/uptime), else 60."""
+    try:
+        stat = Path("/proc/self/stat").read_text(encoding="utf-8")
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the (command name)
+        uptime = float(Path("/proc/uptime").read_text(encoding="utf-8").split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 60.0
 
 
 def usable_cpus() -> int:
@@ -194,19 +240,28 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def shared_machine_note(threads: int, processes: int = 1, cpus: int | None = None) -> str | None:
-    """For a training run in one process that cpu_threads() gave fewer threads than it has CPUs (other programs
-    keep the rest busy): a line saying so, and that one process per core keeps more of a shared machine. None
-    otherwise, and when GPT_THREADS / OMP_NUM_THREADS chose.
+def shared_machine_note(
+    threads: int, processes: int = 1, cpus: int | None = None, batch_size: int | None = None
+) -> str | None:
+    """A line for a CPU training run about its share of the machine, or None when there is nothing to say:
+    - one process that cpu_threads() gave fewer threads than it has CPUs (other programs keep the rest busy): that
+      one process per core keeps more of a shared machine — the torchrun command, with `--batch-size batch_size`
+      when the run's batch size does not split over that many processes (gpt.train.batch_size_for);
+    - more processes on this machine (`processes`, torchrun's LOCAL_WORLD_SIZE) than CPUs: they take turns.
+    Nothing when GPT_THREADS / OMP_NUM_THREADS chose (torchrun sets OMP_NUM_THREADS, so only the second applies).
     Why: OpenMP threads meet after every op, data-parallel processes once a step; beside a 2-thread program on 2
     cores the tiny run kept 38-42% of its best quiet speed in 1 thread, 52-70% as `torchrun --nproc-per-node 2`
     (bench/threads.py; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC; issue 15)."""
     cpus = usable_cpus() if cpus is None else cpus
+    if processes > cpus:
+        return (f"cpu: {processes} processes on {cpus} CPUs take turns at every gradient all-reduce; "
+                f"--nproc-per-node {cpus} (or fewer) trains faster")  # fmt: skip
     if processes > 1 or threads >= cpus or any(os.environ.get(e, "").strip() for e in _THREAD_ENVS):
         return None
-    return (f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy (the 1-minute load average; "
-            f"{THREADS_ENV}=N chooses); beside a busy program one process per core trains faster: torchrun "
-            f"--standalone --nproc-per-node {cpus} scripts/pretrain.py ... (README: CPU threads)")  # fmt: skip
+    batch = f" --batch-size {batch_size}" if batch_size else ""
+    return (f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy ({THREADS_ENV}=N chooses); "
+            "beside a busy program one process per core trains faster: torchrun --standalone --nproc-per-node "
+            f"{cpus} scripts/pretrain.py <these arguments>{batch} (README: CPU threads)")  # fmt: skip
 
 
 def progress_bar(**kwargs):

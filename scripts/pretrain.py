@@ -38,6 +38,7 @@ from gpt.train import (
     TrainConfig,
     apply_overrides,
     autocast_dtype,
+    batch_size_for,
     compile_pays,
     configure_optimizer,
     device_peak_flops,
@@ -64,7 +65,7 @@ from gpt.train.evaluate import eval_sample, evaluate
 from gpt.train.pretrained import model_from_pretrained, with_pretrained_architecture
 from gpt.train.signals import SIGPIPE, stop_on_signal
 from gpt.train.tracking import Tracker
-from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed, shared_machine_note
+from gpt.utils import atomic_write_text, cpu_threads, progress_bar, set_seed, shared_machine_note, usable_cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,29 +75,32 @@ def main(argv: list[str] | None = None) -> int:
     master = dinfo.is_main
     say = print if master else (lambda *a, **k: None)
 
+    def error(message: str) -> None:  # a mistake every process meets alike (under torchrun): said once per machine
+        if dinfo.local_rank == 0:
+            print(f"error: {message}", file=sys.stderr)
+
     # ---- resume: the run continues with the config saved in its checkpoint, plus what the command line changes --
     run_dir = cfg.run_dir
     if run_dir.exists() and not run_dir.is_dir():
-        print(f"error: the run directory {run_dir} is a file; pass another --out-dir (or --name)", file=sys.stderr)
+        error(f"the run directory {run_dir} is a file; pass another --out-dir (or --name)")
         return 1
     saved = None
     ckpt = latest_checkpoint(run_dir)
     if cfg.resume:
         if ckpt is None:
-            print(f"error: --resume, but {run_dir} holds no checkpoint (no `latest` file)", file=sys.stderr)
+            error(f"--resume, but {run_dir} holds no checkpoint (no `latest` file)")
             return 1
         try:
             saved = load_checkpoint_state(ckpt)
             cfg = apply_overrides(TrainConfig.from_dict(saved["config"]), {**args.overrides, "out_dir": str(run_dir)})
             check_resumable(TrainConfig.from_dict(saved["config"]), cfg, run_dir)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
+            error(str(e))
             return 1
     elif ckpt is not None:
-        print(
-            f"error: {run_dir} already holds a run (latest checkpoint {ckpt.name}). Continue it with --resume, "
-            "or start a new one elsewhere with --out-dir (or --name), or delete that directory.",
-            file=sys.stderr,
+        error(
+            f"{run_dir} already holds a run (latest checkpoint {ckpt.name}). Continue it with --resume, "
+            "or start a new one elsewhere with --out-dir (or --name), or delete that directory."
         )
         return 1
     start_step = saved["step"] if saved else 0
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = with_pretrained_architecture(cfg, dinfo.world_size)
         except (ValueError, FileNotFoundError) as e:
-            print(f"error: --init-from {cfg.init_from}: {e}", file=sys.stderr)
+            error(f"--init-from {cfg.init_from}: {e}")
             return 1
 
     # ---- device: the CUDA guard --------------------------------------------------------------------------------------
@@ -119,17 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
-    threads_note = None
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever stays in float32
     else:  # threads only on the cores other programs leave free (gpt/utils.py; GPT_THREADS=N chooses)
         try:
             threads = cpu_threads(dinfo.world_size)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
+            error(str(e))
             return 2
         torch.set_num_threads(threads)
-        threads_note = shared_machine_note(threads, dinfo.world_size) if device.type == "cpu" else None
     amp_dtype = autocast_dtype(cfg, device)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             data.val, cfg.eval_iters, cfg.batch_size, seq_len, cfg.seed + 1, dinfo.rank, dinfo.world_size
         )
     except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(str(e))
         return 1
 
     # ---- HellaSwag during training: the file fetched once (rank 0), checked before any step is taken ---------------
@@ -187,14 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                 dist.barrier()
             hellaswag, _ = load_task("hellaswag", cfg.hellaswag_data_dir, download=False)
         except EvalDataError as e:
-            print(f"error: {e}", file=sys.stderr)
+            error(str(e))
             return 1
         hellaswag = hellaswag[: cfg.hellaswag_examples or None]
         endings = get_tokenizer().encode_batch([" " + e for ex in hellaswag for e in ex["endings"]])
         if (longest := max(map(len, endings))) > cfg.model.context_length:  # the scorer would fail mid-run
             ctx = cfg.model.context_length
-            print(f"error: HellaSwag endings run to {longest} tokens, more than model.context_length ({ctx}); "
-                  "use a longer context, or --hellaswag-interval 0", file=sys.stderr)  # fmt: skip
+            error(f"HellaSwag endings run to {longest} tokens, more than model.context_length ({ctx}); use a longer "
+                  "context, or --hellaswag-interval 0")  # fmt: skip
             return 1
         say(f"hellaswag: {len(hellaswag):,} examples every {cfg.hellaswag_interval} steps, completion style")
 
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if saved is not None:
             load_checkpoint_weights(ckpt, model)
     except (ValueError, FileNotFoundError) as e:  # a damaged weights file
-        print(f"error: {e}", file=sys.stderr)
+        error(str(e))
         return 1
     model.to(device).train()
     optimizer = configure_optimizer(
@@ -247,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{dinfo.world_size} × {grad_accum} micro-steps × {cfg.batch_size} × {seq_len} · data: train "
         f"{data.train.size:,} tokens, val {data.val.size:,}"
     )
-    if threads_note:
-        say(threads_note)
+    if device.type == "cpu":  # a busy machine, or more processes than CPUs: say so, and what trains faster
+        cpus = usable_cpus()
+        split = batch_size_for(cfg.total_batch_tokens, cfg.batch_size, seq_len, cpus)
+        note = shared_machine_note(threads, dinfo.local_world_size, cpus, split if split != cfg.batch_size else None)
+        if note:
+            say(note)
 
     stop_requested = False
     exit_code = 0
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- the loop: `step` counts optimizer steps done; checkpoint step_N holds the weights after N steps -------------
     # SIGINT/SIGTERM/SIGHUP set stop.signal: the loop finishes its step, writes a checkpoint and exits cleanly.
-    with stop_on_signal() as stop:
+    with stop_on_signal(repeat_grace=2.0 if dinfo.ddp else 0.0) as stop:  # torchrun forwards Ctrl-C: one request
         for step in range(start_step, cfg.max_steps + 1):
             last = step == cfg.max_steps
 
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker.plot_losses()
         tracker.close()
         if stop_requested:
-            resume = f"python scripts/pretrain.py --resume --out-dir {run_dir}"
+            resume = f"{dinfo.launcher} scripts/pretrain.py --resume --out-dir {run_dir}"
             log(f"stopped; continue with: {resume}")
             if stop.signal == SIGPIPE:  # stdout is gone: say why on stderr, which may still have a reader
                 print(f"warning: stdout was closed, so the run stopped at step {step} with a checkpoint; "

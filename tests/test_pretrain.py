@@ -231,17 +231,22 @@ def test_beside_a_busy_program_a_run_takes_the_free_cores_and_names_torchrun(
         pytest.skip("needs 2 CPUs: with one, a run has no core to give up")
     monkeypatch.delenv("GPT_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # this run + one busy core (a real load takes 1 min)
+    # a busy program that has just started (the 1-minute load average has not seen it yet): one spinning thread
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     before = torch.get_num_threads()
     try:
+        time.sleep(1.0)
         args = [*TINY, "--max-steps", "1", "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "run")]
         assert pretrain(args) == 0
-        assert torch.get_num_threads() == cpus - 1
+        threads = torch.get_num_threads()
     finally:
+        spinner.kill()
+        spinner.wait()
         torch.set_num_threads(before)
+    assert threads < cpus  # cpus - 1 on a quiet machine; fewer where CI runs other work too
     out = capsys.readouterr().out
-    assert out.count(f"cpu threads: {cpus - 1} of {cpus}, as other programs keep the rest busy") == 1
-    assert f"torchrun --standalone --nproc-per-node {cpus} scripts/pretrain.py" in out
+    assert out.count(f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy") == 1
+    assert f"torchrun --standalone --nproc-per-node {cpus} scripts/pretrain.py <these arguments>" in out
 
 
 # ---- crash safety ----------------------------------------------------------------------------------------------------

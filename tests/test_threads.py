@@ -1,8 +1,13 @@
 """gpt/utils.py cpu_threads: CPU threads only on the cores other programs leave free, or what the user set."""
 
+import math
+import subprocess
+import sys
+import time
+
 import pytest
 
-from gpt.utils import THREADS_ENV, cpu_threads, shared_machine_note
+from gpt.utils import THREADS_ENV, busy_elsewhere, cpu_threads, own_load, shared_machine_note, usable_cpus
 
 
 @pytest.fixture
@@ -37,11 +42,41 @@ def test_the_machine_is_read_when_not_given(no_thread_env):
 def test_a_run_given_fewer_threads_than_cpus_is_told_why_and_what_keeps_more(no_thread_env):
     note = shared_machine_note(1, processes=1, cpus=2)
     assert note.startswith("cpu threads: 1 of 2, as other programs keep the rest busy")
-    assert "torchrun --standalone --nproc-per-node 2 scripts/pretrain.py" in note
+    assert note.endswith(
+        "torchrun --standalone --nproc-per-node 2 scripts/pretrain.py <these arguments> (README: CPU threads)"
+    )
+    # tiny.yaml's 8 sequences a step split 4 + 4 over 2 processes: the command says so
+    assert "scripts/pretrain.py <these arguments> --batch-size 4 (README" in shared_machine_note(1, 1, 2, batch_size=4)
     assert shared_machine_note(2, processes=1, cpus=2) is None  # every core: nothing to say
     assert shared_machine_note(1, processes=2, cpus=2) is None  # already one process per core
+    note = shared_machine_note(1, processes=3, cpus=2)  # more processes than cores take turns
+    assert note == ("cpu: 3 processes on 2 CPUs take turns at every gradient all-reduce; --nproc-per-node 2 (or fewer) "
+                    "trains faster")  # fmt: skip
     no_thread_env.setenv(THREADS_ENV, "1")
     assert shared_machine_note(1, processes=1, cpus=2) is None  # the user chose
     no_thread_env.delenv(THREADS_ENV)
     no_thread_env.setenv("OMP_NUM_THREADS", "1")
     assert shared_machine_note(1, processes=1, cpus=2) is None
+    assert shared_machine_note(1, processes=4, cpus=2).startswith("cpu: 4 processes on 2 CPUs")  # torchrun sets OMP
+
+
+def test_own_load_is_the_part_of_the_one_minute_average_this_process_made():
+    assert own_load(0.0, 0.0) == 0.0
+    assert own_load(5.0, 5.0) == pytest.approx(1 - math.exp(-5 / 60))  # 1 thread for 5 s: 0.08, not 1
+    assert own_load(1200.0, 600.0) == pytest.approx(2.0, rel=1e-4)  # 2 threads for 10 minutes
+    assert own_load(30.0, 3600.0) == pytest.approx(30 / 3600)  # an idle notebook
+
+
+def test_a_program_that_has_just_started_is_seen_at_once(no_thread_env):
+    # two spinning threads (processes) started a moment ago: the 1-minute load average has barely moved yet
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(1.0)
+        busy = busy_elsewhere()
+        threads = cpu_threads()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert busy >= 1.5  # both (and whatever else the machine runs)
+    assert threads <= max(1, usable_cpus() - 2)  # the cores they keep busy are left to them

@@ -2,6 +2,8 @@
 (optim.py), MFU (mfu.py), the CUDA guard (device.py), the signal handlers (signals.py)."""
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from gpt import GPT, GPTConfig
 from gpt.train import (
     TrainConfig,
+    batch_size_for,
     build_arg_parser,
     configure_optimizer,
     cuda_guard_message,
@@ -128,14 +131,36 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
 def test_grad_accum_steps_and_its_error():
     assert grad_accum_steps(524_288, 16, 1024, world_size=8) == 4
     assert grad_accum_steps(65_536, 8, 1024, world_size=1) == 8
+    # no batch size reaches 65,536 on 3 processes (21⅓ sequences each): 2 or 3 micro-steps of 8 × 1,024 on each, or
+    # the neighbouring total that splits into the larger batch: 21 sequences each (7 × 3), not 22 (2 × 11)
     with pytest.raises(ValueError, match="multiple of batch_size") as e:
         grad_accum_steps(65_536, 8, 1024, world_size=3)
-    assert "--total-batch-tokens 49152 or 73728, or change --batch-size" in str(e.value)  # 2 and 3 × 24,576
+    assert str(e.value).endswith(
+        "e.g. --total-batch-tokens 49152 or 73728, or --total-batch-tokens 64512 --batch-size 7 (nearer)"
+    )
     # configs/tiny.yaml under `torchrun --nproc-per-node 2`: 4 sequences per process keep its 1,024 tokens per step
     with pytest.raises(ValueError) as e:
         grad_accum_steps(1024, 8, 128, world_size=2)
-    assert "e.g. --batch-size 4 (the same tokens per step), or --total-batch-tokens 2048 or 4096" in str(e.value)
+    assert str(e.value).endswith("e.g. --batch-size 4 (the same tokens per step)")
     assert grad_accum_steps(1024, 4, 128, world_size=2) == 1
+    with pytest.raises(ValueError) as e:  # 3 processes: 768 (2 each) or 1,152 (3 each, the larger batch)
+        grad_accum_steps(1024, 8, 128, world_size=3)
+    assert str(e.value).endswith(
+        "e.g. --total-batch-tokens 3072 or 6144, or --total-batch-tokens 1152 --batch-size 3 (nearer)"
+    )
+    with pytest.raises(ValueError) as e:  # not a multiple of 128: 1,024 keeps the batch size and is nearest
+        grad_accum_steps(1000, 8, 128)
+    assert str(e.value).endswith("e.g. --total-batch-tokens 1024 or 2048")
+    assert grad_accum_steps(1152, 3, 128, world_size=3) == 1 and grad_accum_steps(64512, 7, 1024, world_size=3) == 3
+
+
+def test_batch_size_for_keeps_the_tokens_per_step():
+    assert batch_size_for(1024, 8, 128, world_size=2) == 4
+    assert batch_size_for(1024, 8, 128, world_size=1) == 8
+    assert batch_size_for(1024, 3, 128) == 2  # 8 sequences: 2 divides them, 3 does not
+    assert batch_size_for(524_288, 64, 1024, world_size=8) == 64
+    assert batch_size_for(1024, 8, 128, world_size=3) is None
+    assert batch_size_for(1000, 8, 128) is None
 
 
 def test_flops_per_token_counts_the_model_weights():
@@ -184,3 +209,30 @@ def test_a_second_signal_of_another_kind_also_stops_at_once():
         signal.raise_signal(signal.SIGTERM)  # a cluster's notice, then the user's Ctrl-C: that one must not wait
         assert stop.signal == signal.SIGTERM and signal.getsignal(signal.SIGINT) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is before
+
+
+GRACE_CHILD = """
+import os, signal, sys, time
+from gpt.train.signals import stop_on_signal
+with stop_on_signal(repeat_grace=float(sys.argv[1])) as stop:
+    os.killpg(0, signal.SIGINT)  # the terminal's Ctrl-C, to the whole process group (this process is its leader)
+    os.kill(os.getpid(), signal.SIGINT)  # torchrun forwarding the same Ctrl-C a moment later
+    time.sleep(0.2)  # let the handlers run
+    print("alive", stop.signal, flush=True)
+    time.sleep(float(sys.argv[2]))
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C after the grace: stops at once
+    time.sleep(5)
+    print("still alive", flush=True)
+"""
+
+
+@pytest.mark.parametrize("grace, wait, survives_forward", [(5.0, 5.5, True), (0.0, 0.0, False)])
+def test_under_torchrun_a_forwarded_signal_is_the_same_stop_request(grace, wait, survives_forward):
+    # Run in a process group of its own, as torchrun's worker is, so the group-wide signal reaches only it
+    r = subprocess.run([sys.executable, "-c", GRACE_CHILD, str(grace), str(wait)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, start_new_session=True)  # fmt: skip
+    assert r.returncode == -signal.SIGINT  # killed by the second request, as the default handler does
+    if survives_forward:  # the grace: Ctrl-C + torchrun's forward are one request; the loop goes on to checkpoint
+        assert r.stdout == f"alive {int(signal.SIGINT)}\n"
+    else:  # without it (a plain python run) the forward would have been the second Ctrl-C
+        assert r.stdout == ""

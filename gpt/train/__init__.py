@@ -26,7 +26,7 @@ from gpt.train.device import (
     resolve_device,
 )
 from gpt.train.mfu import device_peak_flops, estimate_mfu, flops_per_token
-from gpt.train.optim import configure_optimizer, grad_accum_steps, lr_at, param_groups
+from gpt.train.optim import batch_size_for, configure_optimizer, grad_accum_steps, lr_at, param_groups
 
 __all__ = [
     "CudaGuardError",
@@ -35,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "autocast_dtype",
+    "batch_size_for",
     "build_arg_parser",
     "compile_pays",
     "configure_optimizer",

@@ -117,6 +117,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog="pretrain.py",
         description="Pretrain a GPT-2. Values come from the defaults (the GPT-2 124M run), then --config FILE, "
         "then the flags below. --model PRESET replaces the model; --model.FIELD VALUE sets one GPTConfig field.",
+        epilog="Several processes: torchrun --standalone --nproc-per-node N scripts/pretrain.py ... (one per GPU; on "
+        "a CPU one thread each, which keeps more of a machine other programs share). CPU threads: the cores other "
+        "programs leave free; GPT_THREADS=N chooses. Ctrl-C, SIGTERM or a closed terminal stop at the end of the "
+        "step with a checkpoint; continue with --resume.",
     )
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields (e.g. configs/tiny.yaml)")
     p.add_argument("--model", dest="model", default=argparse.SUPPRESS, help="model preset: 124M, 355M, mini, tiny…")

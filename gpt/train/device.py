@@ -102,6 +102,18 @@ class DistInfo:
     local_rank: int = 0  # this process on this machine (its GPU index)
     world_size: int = 1
     ddp: bool = False
+    local_world_size: int = 1  # processes on this machine
+
+    @property
+    def launcher(self) -> str:
+        """The command that starts this run again the same way (for a resume hint): python, or torchrun with the
+        process count it had (--standalone where every process is on this machine)."""
+        if not self.ddp:
+            return "python"
+        if self.local_world_size == self.world_size:
+            return f"torchrun --standalone --nproc-per-node {self.world_size}"
+        nodes = self.world_size // self.local_world_size
+        return f"torchrun --nnodes {nodes} --nproc-per-node {self.local_world_size} …"
 
     @property
     def is_main(self) -> bool:
@@ -117,4 +129,5 @@ def dist_info_from_env() -> DistInfo:
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         world_size=int(os.environ["WORLD_SIZE"]),
         ddp=True,
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])),
     )

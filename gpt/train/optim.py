@@ -52,19 +52,37 @@ def lr_at(step: int, *, max_lr: float, min_lr: float, warmup_steps: int, decay_s
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
+def batch_size_for(total_batch_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int | None:
+    """The largest batch size ≤ batch_size for which world_size processes reach total_batch_tokens in whole
+    micro-steps (the same training recipe, in smaller micro-batches), or None when none does: total_batch_tokens is
+    not a multiple of seq_len · world_size. E.g. configs/tiny.yaml (1,024 tokens a step, 8 × 128) on 2 processes: 4."""
+    per_seq = seq_len * world_size
+    if total_batch_tokens % per_seq:
+        return None
+    k = total_batch_tokens // per_seq  # sequences per process per optimizer step
+    return max(b for b in range(1, min(batch_size, k) + 1) if k % b == 0)
+
+
 def grad_accum_steps(total_batch_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:
     """Micro-steps per optimizer step so that world_size · steps · batch_size · seq_len == total_batch_tokens.
-    Raises ValueError when it does not divide, naming the fix: the largest smaller --batch-size that keeps
-    total_batch_tokens (the same training recipe, e.g. configs/tiny.yaml under torchrun), else the nearest
-    --total-batch-tokens."""
+    Raises ValueError when it does not divide, naming the fix: the --batch-size that keeps total_batch_tokens
+    (batch_size_for), else the nearest totals this batch size reaches, and the neighbouring total (a multiple of
+    seq_len · world_size) that keeps the largest batch size, with it."""
     per_micro = batch_size * seq_len * world_size
-    if total_batch_tokens % per_micro:
+    if total_batch_tokens % per_micro == 0:
+        return total_batch_tokens // per_micro
+    same = batch_size_for(total_batch_tokens, batch_size, seq_len, world_size)
+    if same:
+        fix = f"--batch-size {same} (the same tokens per step)"
+    else:
         lo = max(per_micro, total_batch_tokens // per_micro * per_micro)
-        same = [b for b in range(batch_size - 1, 0, -1) if total_batch_tokens % (b * seq_len * world_size) == 0]
-        fix = f"--batch-size {same[0]} (the same tokens per step), or " if same else ""
-        raise ValueError(
-            f"total_batch_tokens ({total_batch_tokens}) must be a multiple of batch_size · seq_len · processes "
-            f"= {batch_size} · {seq_len} · {world_size} = {per_micro}; e.g. {fix}--total-batch-tokens {lo} or "
-            f"{lo + per_micro}" + ("" if same else ", or change --batch-size")
-        )
-    return total_batch_tokens // per_micro
+        fix = f"--total-batch-tokens {lo} or {lo + per_micro}"  # this batch size, more or fewer micro-steps
+        per_seq = seq_len * world_size
+        near = [max(per_seq, total_batch_tokens // per_seq * per_seq), -(-total_batch_tokens // per_seq) * per_seq]
+        total, b = max(((t, batch_size_for(t, batch_size, seq_len, world_size)) for t in near), key=lambda tb: tb[1])
+        if total not in (lo, lo + per_micro):
+            fix += f", or --total-batch-tokens {total} --batch-size {b} (nearer)"
+    raise ValueError(
+        f"total_batch_tokens ({total_batch_tokens}) must be a multiple of batch_size · seq_len · processes "
+        f"= {batch_size} · {seq_len} · {world_size} = {per_micro}; e.g. {fix}"
+    )

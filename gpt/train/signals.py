@@ -5,13 +5,16 @@ or a lost stdout (the reader of `pretrain.py | tee log` was killed).
         for step in ...:
             ...                      # the loop checks stop.signal once per step, then checkpoints and leaves
 
-A second signal stops at once, as usual; the previous handlers come back when the block ends.
+A second signal stops at once, as usual (under torchrun: one more than repeat_grace seconds later); the previous
+handlers come back when the block ends.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,19 +39,33 @@ class StopRequest:
 
 
 @contextmanager
-def stop_on_signal(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
+def stop_on_signal(signals: tuple[int, ...] = STOP_SIGNALS, repeat_grace: float = 0.0) -> Iterator[StopRequest]:
     """Within the block, the first of `signals` is recorded in the yielded StopRequest instead of stopping the
     process, so the loop can finish its step and write a checkpoint; a second one stops at once (the default
     handler is back). The previous handlers are restored on leaving the block, however it is left.
+    repeat_grace (seconds): signals that follow the first within it are the same request, not a second one. For
+    torchrun's workers: Ctrl-C reaches every process of the terminal's group, and torchrun then sends its
+    workers the signal it got, a millisecond later — without the grace each worker would take that for the
+    user's second Ctrl-C and die without the checkpoint (issue 15, found by a fresh tester).
     SIGHUP is left alone when the process started with it ignored: `nohup` asks for exactly that. (SIGINT and
     SIGTERM are caught even then: a shell starts a background job with SIGINT ignored, and `kill -INT` should still
     stop it with a checkpoint.)"""
     stop = StopRequest()
+    first = []  # monotonic time of the first signal
 
     def request_stop(signum, frame):
+        if first and time.monotonic() - first[0] < repeat_grace:
+            return  # the same request, forwarded (see repeat_grace)
+        if first:  # a second signal after the grace: stop now, as the default handler would have
+            for s in signals:
+                signal.signal(s, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        first.append(time.monotonic())
         stop.signal = signum
-        for s in signals:  # a second signal, of any of these kinds (Ctrl-C after a SIGTERM), stops at once
-            signal.signal(s, signal.SIG_DFL)
+        if repeat_grace <= 0:  # a second signal, of any of these kinds (Ctrl-C after a SIGTERM), stops at once
+            for s in signals:
+                signal.signal(s, signal.SIG_DFL)
 
     hangup = getattr(signal, "SIGHUP", None)
     signals = [s for s in signals if not (s == hangup and signal.getsignal(s) == signal.SIG_IGN)]
