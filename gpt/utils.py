@@ -190,14 +190,17 @@ def cpu_threads(processes: int = 1, load: float | None = None, cpus: int | None 
     return max(1, min(cpus, free) // max(1, processes))
 
 
-def busy_elsewhere(samples: int = 10, interval: float = 0.025) -> float:
+def busy_elsewhere(samples: int = 16, interval: float = 0.025) -> float:
     """Threads other programs keep running now: the kernel's count of runnable threads (/proc/loadavg's 4th field,
-    "running/total"), less the one reading it, averaged over `samples` readings `interval` s apart (0.25 s).
+    "running/total"), less the one reading it, read `samples` times `interval` s apart (0.4 s); the second-highest
+    reading, so that a program idle for part of the window still counts and one stray reading does not.
     Where there is no /proc (macOS): the 1-minute load average less this process's own part of it (own_load).
     Why not the load average alone: it lags a minute. A program that started 20 s ago hardly shows in it yet, and
     one that ended 20 s ago still does; and "load - 1 for ourselves" took a lone busy program (load 1.0) beside a
     run that had just started for the run itself, leaving it every core: 3× slower than one thread (issue 15,
-    found by a fresh tester)."""
+    found by a fresh tester). Why lean high: a thread too many beside a busy program cost 60× in decoding (5 vs
+    310 tokens/s), a thread too few at most 2×. The count is machine-wide: inside a container or taskset, the
+    threads other containers run count too."""
     counts = []
     try:
         for i in range(samples):
@@ -205,7 +208,7 @@ def busy_elsewhere(samples: int = 10, interval: float = 0.025) -> float:
                 time.sleep(interval)
             fields = Path("/proc/loadavg").read_text(encoding="ascii").split()
             counts.append(int(fields[3].split("/")[0]) - 1)  # minus this thread, running while it reads
-        return max(0.0, sum(counts) / len(counts))
+        return float(max(0, sorted(counts)[-2] if len(counts) > 1 else counts[0]))
     except (OSError, ValueError, IndexError):
         if not hasattr(os, "getloadavg"):
             return 0.0
@@ -241,27 +244,35 @@ def usable_cpus() -> int:
 
 
 def shared_machine_note(
-    threads: int, processes: int = 1, cpus: int | None = None, batch_size: int | None = None
+    threads: int, processes: int = 1, cpus: int | None = None, split: tuple[int, int | None] | None = None
 ) -> str | None:
     """A line for a CPU training run about its share of the machine, or None when there is nothing to say:
     - one process that cpu_threads() gave fewer threads than it has CPUs (other programs keep the rest busy): that
-      one process per core keeps more of a shared machine — the torchrun command, with `--batch-size batch_size`
-      when the run's batch size does not split over that many processes (gpt.train.batch_size_for);
-    - more processes on this machine (`processes`, torchrun's LOCAL_WORLD_SIZE) than CPUs: they take turns.
+      data-parallel processes keep more of a shared machine — with the torchrun command when `split` = (processes,
+      batch size, or None where the run's own splits) says how the run's step splits (gpt.train.data_parallel_split);
+    - more processes on this machine (`processes`, torchrun's LOCAL_WORLD_SIZE) than CPUs: they take turns; fewer
+      (`split`'s) train faster.
     Nothing when GPT_THREADS / OMP_NUM_THREADS chose (torchrun sets OMP_NUM_THREADS, so only the second applies).
     Why: OpenMP threads meet after every op, data-parallel processes once a step; beside a 2-thread program on 2
     cores the tiny run kept 38-42% of its best quiet speed in 1 thread, 52-70% as `torchrun --nproc-per-node 2`
     (bench/threads.py; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC; issue 15)."""
     cpus = usable_cpus() if cpus is None else cpus
+    command = ""
+    if split:
+        procs, batch = split
+        command = f"--nproc-per-node {procs}" + (f" --batch-size {batch}" if batch else "")
     if processes > cpus:
-        return (f"cpu: {processes} processes on {cpus} CPUs take turns at every gradient all-reduce; "
-                f"--nproc-per-node {cpus} (or fewer) trains faster")  # fmt: skip
+        fix = f"; {command} trains faster" if command else ""
+        return f"cpu: {processes} processes on {cpus} CPUs take turns at every gradient all-reduce{fix}"
     if processes > 1 or threads >= cpus or any(os.environ.get(e, "").strip() for e in _THREAD_ENVS):
         return None
-    batch = f" --batch-size {batch_size}" if batch_size else ""
-    return (f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy ({THREADS_ENV}=N chooses); "
-            "beside a busy program one process per core trains faster: torchrun --standalone --nproc-per-node "
-            f"{cpus} scripts/pretrain.py <these arguments>{batch} (README: CPU threads)")  # fmt: skip
+    note = f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy ({THREADS_ENV}=N chooses)"
+    if command:
+        procs, batch = split
+        note += ("; beside a busy program one process per core trains faster: torchrun --standalone --nproc-per-node "
+                 f"{procs} scripts/pretrain.py <these arguments>" + (f" --batch-size {batch}" if batch else "") +
+                 " (README: CPU threads)")  # fmt: skip
+    return note
 
 
 def progress_bar(**kwargs):

@@ -38,9 +38,9 @@ from gpt.train import (
     TrainConfig,
     apply_overrides,
     autocast_dtype,
-    batch_size_for,
     compile_pays,
     configure_optimizer,
+    data_parallel_split,
     device_peak_flops,
     dist_info_from_env,
     estimate_mfu,
@@ -75,9 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     master = dinfo.is_main
     say = print if master else (lambda *a, **k: None)
 
-    def error(message: str) -> None:  # a mistake every process meets alike (under torchrun): said once per machine
-        if dinfo.local_rank == 0:
-            print(f"error: {message}", file=sys.stderr)
+    def error(message: str) -> None:
+        # Under torchrun every process meets the same mistake. Rank 0 says it at once; the others wait a moment,
+        # in which torchrun, seeing rank 0 fail, stops them: one line, and none lost when only another rank fails.
+        if dinfo.local_rank:
+            time.sleep(1.0)
+        print(f"error: {message}", file=sys.stderr)
+
+    def rank0_ready() -> bool:  # a startup barrier; False when rank 0 failed there (and said why): leave quietly
+        try:
+            dist.barrier()
+            return True
+        except RuntimeError:  # the peer closed: gloo's "Connection closed by peer", NCCL's abort
+            return False
 
     # ---- resume: the run continues with the config saved in its checkpoint, plus what the command line changes --
     run_dir = cfg.run_dir
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(cfg, dinfo.local_rank)
     except (CudaGuardError, ValueError) as e:  # ValueError: a device name torch does not know
-        print(f"error: {e}", file=sys.stderr)
+        error(str(e))
         return 1
     if dinfo.ddp:  # launched by torchrun: one process per GPU (nccl), or per CPU worker (gloo)
         if device.type == "cuda":
@@ -151,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             say(f"preparing {cfg.data_source} → {cfg.data_dir} (once)")
             prepare_data([cfg.data_source], cfg.data_dir, cfg.val_fraction, progress=master and cfg.progress)
-        if dinfo.ddp:
-            dist.barrier()
+        if dinfo.ddp and not rank0_ready():
+            return 1
         data = load_prepared(cfg.data_dir)
         n_ids = data.meta.get("vocab_size", VOCAB_SIZE)  # the tokenizer's vocabulary: every id in the data is below
         if n_ids > cfg.model.vocab_size:  # an id past the embedding table would fail inside the first forward
@@ -185,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"{cfg.hellaswag_data_dir} (or pass --hellaswag-data-dir DIR), or train without it: "
                        "--hellaswag-interval 0")  # fmt: skip
                 load_task("hellaswag", cfg.hellaswag_data_dir, progress=master and cfg.progress, hint=fix)
-            if dinfo.ddp:
-                dist.barrier()
+            if dinfo.ddp and not rank0_ready():
+                return 1
             hellaswag, _ = load_task("hellaswag", cfg.hellaswag_data_dir, download=False)
         except EvalDataError as e:
             error(str(e))
@@ -251,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if device.type == "cpu":  # a busy machine, or more processes than CPUs: say so, and what trains faster
         cpus = usable_cpus()
-        split = batch_size_for(cfg.total_batch_tokens, cfg.batch_size, seq_len, cpus)
-        note = shared_machine_note(threads, dinfo.local_world_size, cpus, split if split != cfg.batch_size else None)
+        split = data_parallel_split(cfg.total_batch_tokens, cfg.batch_size, seq_len, cpus)
+        note = shared_machine_note(threads, dinfo.local_world_size, cpus, split)
         if note:
             say(note)
 

@@ -421,6 +421,26 @@ def test_torchrun_two_processes_match_one_process(pretrain, data_dir, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
 
 
+@pytest.mark.parametrize("mistake", ["run dir is a file", "no data"])
+def test_a_mistake_under_torchrun_is_one_error_line(data_dir, tmp_path, mistake):
+    # every process meets it; rank 0 says it, the other is stopped by torchrun before it repeats it, and a rank
+    # waiting at a barrier for rank 0 leaves without a traceback of its own
+    if mistake == "run dir is a file":
+        (tmp_path / "afile").write_text("x", encoding="utf-8")
+        args = ["--data-dir", str(data_dir), "--out-dir", str(tmp_path / "afile")]
+        want = "is a file; pass another --out-dir"
+    else:
+        args = ["--data-dir", str(tmp_path / "nodata"), "--data-source", "", "--out-dir", str(tmp_path / "run")]
+        want = "no prepared data in"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    r = subprocess.run([*cmd, *TINY, "--max-steps", "1", *args], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and want in errors[0], r.stderr[-3000:]
+    assert "barrier" not in r.stderr and "Connection closed" not in r.stderr, r.stderr[-3000:]
+
+
 # ---- the loop's arithmetic, redone by hand (and --init-from) ---------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_first_steps_match_hand_written_steps(pretrain, data_dir, tmp_path, dtype):

@@ -40,24 +40,28 @@ def test_the_machine_is_read_when_not_given(no_thread_env):
 
 
 def test_a_run_given_fewer_threads_than_cpus_is_told_why_and_what_keeps_more(no_thread_env):
-    note = shared_machine_note(1, processes=1, cpus=2)
-    assert note.startswith("cpu threads: 1 of 2, as other programs keep the rest busy")
-    assert note.endswith(
-        "torchrun --standalone --nproc-per-node 2 scripts/pretrain.py <these arguments> (README: CPU threads)"
+    busy = "cpu threads: 1 of 2, as other programs keep the rest busy (GPT_THREADS=N chooses)"
+    assert shared_machine_note(1, processes=1, cpus=2, split=(2, None)) == (
+        f"{busy}; beside a busy program one process per core trains faster: torchrun --standalone --nproc-per-node 2 "
+        "scripts/pretrain.py <these arguments> (README: CPU threads)"
     )
     # tiny.yaml's 8 sequences a step split 4 + 4 over 2 processes: the command says so
-    assert "scripts/pretrain.py <these arguments> --batch-size 4 (README" in shared_machine_note(1, 1, 2, batch_size=4)
-    assert shared_machine_note(2, processes=1, cpus=2) is None  # every core: nothing to say
-    assert shared_machine_note(1, processes=2, cpus=2) is None  # already one process per core
-    note = shared_machine_note(1, processes=3, cpus=2)  # more processes than cores take turns
-    assert note == ("cpu: 3 processes on 2 CPUs take turns at every gradient all-reduce; --nproc-per-node 2 (or fewer) "
-                    "trains faster")  # fmt: skip
+    assert "scripts/pretrain.py <these arguments> --batch-size 4 (README" in shared_machine_note(1, 1, 2, split=(2, 4))
+    assert shared_machine_note(1, processes=1, cpus=2, split=None) == busy  # a step no 2 processes can split
+    assert shared_machine_note(2, processes=1, cpus=2, split=(2, None)) is None  # every core: nothing to say
+    assert shared_machine_note(1, processes=2, cpus=2, split=(2, None)) is None  # already one process per core
+    over = "cpu: 3 processes on 2 CPUs take turns at every gradient all-reduce"  # more processes than cores
+    assert (
+        shared_machine_note(1, processes=3, cpus=2, split=(2, 4))
+        == f"{over}; --nproc-per-node 2 --batch-size 4 trains faster"
+    )
+    assert shared_machine_note(1, processes=3, cpus=2, split=None) == over
     no_thread_env.setenv(THREADS_ENV, "1")
-    assert shared_machine_note(1, processes=1, cpus=2) is None  # the user chose
+    assert shared_machine_note(1, processes=1, cpus=2, split=(2, None)) is None  # the user chose
     no_thread_env.delenv(THREADS_ENV)
-    no_thread_env.setenv("OMP_NUM_THREADS", "1")
-    assert shared_machine_note(1, processes=1, cpus=2) is None
-    assert shared_machine_note(1, processes=4, cpus=2).startswith("cpu: 4 processes on 2 CPUs")  # torchrun sets OMP
+    no_thread_env.setenv("OMP_NUM_THREADS", "1")  # as torchrun sets it
+    assert shared_machine_note(1, processes=1, cpus=2, split=(2, None)) is None
+    assert shared_machine_note(1, processes=4, cpus=2).startswith("cpu: 4 processes on 2 CPUs")
 
 
 def test_own_load_is_the_part_of_the_one_minute_average_this_process_made():

@@ -16,6 +16,7 @@ from gpt.train import (
     build_arg_parser,
     configure_optimizer,
     cuda_guard_message,
+    data_parallel_split,
     estimate_mfu,
     flops_per_token,
     grad_accum_steps,
@@ -152,6 +153,15 @@ def test_grad_accum_steps_and_its_error():
         grad_accum_steps(1000, 8, 128)
     assert str(e.value).endswith("e.g. --total-batch-tokens 1024 or 2048")
     assert grad_accum_steps(1152, 3, 128, world_size=3) == 1 and grad_accum_steps(64512, 7, 1024, world_size=3) == 3
+
+
+def test_data_parallel_split_is_the_most_processes_that_keep_the_tokens_per_step():
+    assert data_parallel_split(1024, 8, 128, max_processes=2) == (2, 4)  # tiny.yaml on 2 CPUs
+    assert data_parallel_split(1024, 4, 128, max_processes=2) == (2, None)  # its batch size splits as it is
+    assert data_parallel_split(1024, 8, 128, max_processes=3) == (2, 4)  # 3 cannot split 8 sequences
+    assert data_parallel_split(524_288, 16, 1024, max_processes=8) == (8, None)
+    assert data_parallel_split(1152, 9, 128, max_processes=2) is None  # 9 sequences: no 2 processes
+    assert data_parallel_split(1024, 8, 128, max_processes=1) is None
 
 
 def test_batch_size_for_keeps_the_tokens_per_step():

@@ -26,7 +26,14 @@ from gpt.train.device import (
     resolve_device,
 )
 from gpt.train.mfu import device_peak_flops, estimate_mfu, flops_per_token
-from gpt.train.optim import batch_size_for, configure_optimizer, grad_accum_steps, lr_at, param_groups
+from gpt.train.optim import (
+    batch_size_for,
+    configure_optimizer,
+    data_parallel_split,
+    grad_accum_steps,
+    lr_at,
+    param_groups,
+)
 
 __all__ = [
     "CudaGuardError",
@@ -40,6 +47,7 @@ __all__ = [
     "compile_pays",
     "configure_optimizer",
     "cuda_guard_message",
+    "data_parallel_split",
     "device_peak_flops",
     "dist_info_from_env",
     "estimate_mfu",

@@ -120,7 +120,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog="Several processes: torchrun --standalone --nproc-per-node N scripts/pretrain.py ... (one per GPU; on "
         "a CPU one thread each, which keeps more of a machine other programs share). CPU threads: the cores other "
         "programs leave free; GPT_THREADS=N chooses. Ctrl-C, SIGTERM or a closed terminal stop at the end of the "
-        "step with a checkpoint; continue with --resume.",
+        "step with a checkpoint; continue with --resume. torchrun kills its processes 30 s after a Ctrl-C: where a "
+        "step and a checkpoint take longer, give it --shutdown-timeout SECONDS.",
     )
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields (e.g. configs/tiny.yaml)")
     p.add_argument("--model", dest="model", default=argparse.SUPPRESS, help="model preset: 124M, 355M, mini, tiny…")

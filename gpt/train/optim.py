@@ -63,6 +63,19 @@ def batch_size_for(total_batch_tokens: int, batch_size: int, seq_len: int, world
     return max(b for b in range(1, min(batch_size, k) + 1) if k % b == 0)
 
 
+def data_parallel_split(
+    total_batch_tokens: int, batch_size: int, seq_len: int, max_processes: int
+) -> tuple[int, int | None] | None:
+    """The most processes, 2 to max_processes, that reach total_batch_tokens together, with the batch size each
+    needs (None: batch_size as it is; else the largest smaller one, batch_size_for); None when no 2 or more do —
+    e.g. tiny.yaml (1,024 tokens, 8 × 128) on 2 CPUs: (2, 4)."""
+    for procs in range(max_processes, 1, -1):
+        b = batch_size_for(total_batch_tokens, batch_size, seq_len, procs)
+        if b:
+            return procs, (b if b != batch_size else None)
+    return None
+
+
 def grad_accum_steps(total_batch_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:
     """Micro-steps per optimizer step so that world_size · steps · batch_size · seq_len == total_batch_tokens.
     Raises ValueError when it does not divide, naming the fix: the --batch-size that keeps total_batch_tokens
