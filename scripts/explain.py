@@ -23,6 +23,7 @@ import json
 import signal
 import socket
 import sys
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -104,15 +105,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, body: dict | None) -> None:
         path = self.path.split("?", 1)[0]
-        try:  # the answer first, then the send: a client that hung up meanwhile is not a bug of ours
-            status, answer = HTTPStatus.OK, self.server.app.route(method, path, body)
-        except BadRequest as e:
-            status, answer = HTTPStatus.BAD_REQUEST, dict(error=str(e))
-        except LookupError:
-            status, answer = HTTPStatus.NOT_FOUND, dict(error=f"no such page: {method} {path}")
-        except Exception as e:  # a bug must not kill the server: one line in its log, the message on the page
-            print(f"error: {method} {path}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, dict(error=f"{type(e).__name__}: {e}")
+        with self.server.computing:  # one answer at a time (each uses every core); see main() for the other reason
+            try:  # the answer first, then the send: a client that hung up meanwhile is not a bug of ours
+                status, answer = HTTPStatus.OK, self.server.app.route(method, path, body)
+            except BadRequest as e:
+                status, answer = HTTPStatus.BAD_REQUEST, dict(error=str(e))
+            except LookupError:
+                status, answer = HTTPStatus.NOT_FOUND, dict(error=f"no such page: {method} {path}")
+            except Exception as e:  # a bug must not kill the server: one line in its log, the message on the page
+                print(f"error: {method} {path}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, dict(error=f"{type(e).__name__}: {e}")
         self._json(status, answer)
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         return fail(str(e))
     server.app = App(explainers, enc)
+    server.computing = threading.Lock()
     server.loopback_only = is_loopback(args.host)
     host, port = server.server_address[:2]
     for label, ex in zip("AB", explainers):
@@ -229,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped", flush=True)
     finally:
         server.server_close()
+        # Request threads are daemons (a browser's idle keep-alive connection must not hold up Ctrl+C), so the
+        # interpreter would end under one still inside torch: C++ then aborts the process ("terminate called
+        # without an active exception", exit -6; CI saw it after 40 aborted requests). Wait for the answer being
+        # computed, and let no other start.
+        server.computing.acquire(timeout=60)
     return 0
 
 
