@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from gpt import GPTConfig
+from gpt.train import data_parallel_split
 from gpt.utils import cpu_threads
 
 COMPETITOR = "import sys, torch\ntorch.set_num_threads(int(sys.argv[1]))\na = torch.randn(384, 384)\nwhile 1:\n a @ a"
@@ -51,9 +53,23 @@ def _tiny_case(smoke: bool) -> tuple[GPTConfig, int, int]:
     return GPTConfig.from_preset("tiny", context_length=128, vocab_multiple=64), 8, 128
 
 
-def data_parallel_procs(cores: int, batch_size: int) -> int:
-    """Processes for the data-parallel row: the most, up to one per core, that split the batch evenly."""
-    return max(p for p in range(1, min(cores, batch_size) + 1) if batch_size % p == 0)
+def data_parallel_procs(cores: int, batch_size: int, seq_len: int) -> int:
+    """Processes for the data-parallel row: the most, up to one per core, that split the step's sequences evenly
+    (gpt.train.data_parallel_split on a step of batch_size sequences); 1 where none do."""
+    split = data_parallel_split(batch_size * seq_len, batch_size, seq_len, cores)
+    return split[0] if split else 1
+
+
+@contextmanager
+def competitor(cores: int, env: dict, settle: float):
+    """Another torch program spinning on every core for the duration of the block (started `settle` s before)."""
+    proc = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(cores)], env=env)
+    try:
+        time.sleep(settle)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _ddp_worker(seconds: float, smoke: bool) -> None:
@@ -101,14 +117,9 @@ def measure_threads(seconds: float = 6.0, smoke: bool = False, log=print) -> dic
     config, B, T = _tiny_case(smoke)
     case = bench_train.build_case("ours", "bf16", B, T, config=config)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GPT_THREADS")}
-    procs = data_parallel_procs(cores, B)
-    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(cores)], env=env)
-    try:
-        time.sleep(2.0)  # let it start spinning
-        chosen = cpu_threads(cpus=cores) if "GPT_THREADS" not in os.environ else cores  # what a run would read
-    finally:
-        competitor.kill()
-        competitor.wait()
+    procs = data_parallel_procs(cores, B, T)
+    with competitor(cores, env, settle=2.0):  # what a run would read beside it
+        chosen = cpu_threads(cpus=cores) if "GPT_THREADS" not in os.environ else cores
     variants = {"torch default (every core)": cores, "cpu_threads() beside the competitor": chosen}
     if procs > 1:
         variants[f"data parallel: torchrun --nproc-per-node {procs}, 1 thread each"] = None
@@ -124,13 +135,8 @@ def measure_threads(seconds: float = 6.0, smoke: bool = False, log=print) -> dic
     try:
         for name, k in variants.items():
             quiet = measure(k)
-            competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(cores)], env=env)
-            try:
-                time.sleep(1.0)  # let it start spinning
+            with competitor(cores, env, settle=1.0):
                 busy = measure(k)
-            finally:
-                competitor.kill()
-                competitor.wait()
             n = f"{procs} × 1" if k is None else str(k)
             rows.append({"threads": name, "n": n, "quiet_tok_s": quiet, "busy_tok_s": busy})
             log(f"  threads {n} ({name}): quiet {quiet:,.0f} tok/s, beside the competitor {busy:,.0f} tok/s")

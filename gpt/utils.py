@@ -218,24 +218,16 @@ def busy_elsewhere(samples: int = 16, interval: float = 0.025) -> float:
 def own_load(cpu_seconds: float | None = None, age_seconds: float | None = None) -> float:
     """This process's part of the 1-minute load average: its threads kept busy on average (CPU seconds / age),
     weighted as the kernel's exponentially-decaying 1-minute average weights a process `age` seconds old
-    (1 - e^(-age/60)). cpu_seconds / age_seconds: given, or this process's (time.process_time; its start time from
-    /proc/self/stat, or taken as 60 s ago where there is none)."""
+    (1 - e^(-age/60)). cpu_seconds / age_seconds: given, or this process's (time.process_time; the time since this
+    module was imported, which counts the CPU of the imports before it against a slightly shorter age)."""
     cpu = time.process_time() if cpu_seconds is None else cpu_seconds
-    age = _process_age() if age_seconds is None else age_seconds
+    age = time.monotonic() - _IMPORTED if age_seconds is None else age_seconds
     if age <= 0:
         return 0.0
     return cpu / age * (1.0 - math.exp(-age / 60.0))
 
 
-def _process_age() -> float:
-    """Seconds since this process started (Linux: /proc/self/stat's start time against /proc/uptime), else 60."""
-    try:
-        stat = Path("/proc/self/stat").read_text(encoding="utf-8")
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the (command name)
-        uptime = float(Path("/proc/uptime").read_text(encoding="utf-8").split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return 60.0
+_IMPORTED = time.monotonic()  # own_load's clock: busy_elsewhere falls back on it only where there is no /proc
 
 
 def usable_cpus() -> int:
@@ -257,21 +249,17 @@ def shared_machine_note(
     cores the tiny run kept 38-42% of its best quiet speed in 1 thread, 52-70% as `torchrun --nproc-per-node 2`
     (bench/threads.py; bench/results/cpu-amd-epyc-2t.md, 2-core AMD EPYC; issue 15)."""
     cpus = usable_cpus() if cpus is None else cpus
-    command = ""
-    if split:
-        procs, batch = split
-        command = f"--nproc-per-node {procs}" + (f" --batch-size {batch}" if batch else "")
+    procs, batch = split or (0, None)
+    batch_flag = f" --batch-size {batch}" if batch else ""
     if processes > cpus:
-        fix = f"; {command} trains faster" if command else ""
+        fix = f"; --nproc-per-node {procs}{batch_flag} trains faster" if split else ""
         return f"cpu: {processes} processes on {cpus} CPUs take turns at every gradient all-reduce{fix}"
     if processes > 1 or threads >= cpus or any(os.environ.get(e, "").strip() for e in _THREAD_ENVS):
         return None
     note = f"cpu threads: {threads} of {cpus}, as other programs keep the rest busy ({THREADS_ENV}=N chooses)"
-    if command:
-        procs, batch = split
+    if split:
         note += ("; beside a busy program one process per core trains faster: torchrun --standalone --nproc-per-node "
-                 f"{procs} scripts/pretrain.py <these arguments>" + (f" --batch-size {batch}" if batch else "") +
-                 " (README: CPU threads)")  # fmt: skip
+                 f"{procs} scripts/pretrain.py <these arguments>{batch_flag} (README: CPU threads)")  # fmt: skip
     return note
 
 

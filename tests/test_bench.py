@@ -113,8 +113,8 @@ def load_bench_module(name):
 
 def test_data_parallel_processes_split_the_batch_evenly_one_per_core_at_most():
     procs = load_bench_module("threads").data_parallel_procs
-    assert procs(2, 8) == 2  # a 2-core machine: tiny.yaml's 8 sequences, 4 per process
-    assert procs(3, 8) == 2  # 3 processes cannot split 8 sequences
-    assert procs(16, 8) == 8  # never more processes than sequences
-    assert procs(6, 12) == 6
-    assert procs(1, 8) == 1
+    assert procs(2, 8, 128) == 2  # a 2-core machine: tiny.yaml's 8 sequences, 4 per process
+    assert procs(3, 8, 128) == 2  # 3 processes cannot split 8 sequences
+    assert procs(16, 8, 128) == 8  # never more processes than sequences
+    assert procs(6, 12, 128) == 6
+    assert procs(1, 8, 128) == 1

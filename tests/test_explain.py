@@ -84,6 +84,22 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)  # (a background job may ignore SIGINT)
         self.proc.wait(timeout=30)
 
+    def rest_of_log(self) -> str:
+        """What the server printed after the lines read so far, once it has stopped."""
+        rest = []
+        while True:
+            try:
+                rest.append(self.lines.get(timeout=5))
+            except queue.Empty:
+                return "".join(rest)
+
+    def raw_view_request(self, text: str) -> tuple[tuple[str, int], bytes]:
+        """(host, port) and the bytes of a POST /api/view for `text`, to send down a socket of one's own."""
+        url = urllib.parse.urlsplit(self.url)
+        body = json.dumps({"text": text}).encode()
+        head = b"POST /api/view HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+        return (url.hostname, url.port), head + body
+
 
 @pytest.fixture(scope="module")
 def server(checkpoints):
@@ -130,26 +146,20 @@ def test_a_client_that_hangs_up_is_not_an_error(checkpoints):
     meets a reset connection. That is the client's choice, not a fault: no `error:` line, no traceback, still serving.
     (CI once failed on `error: POST /api/view: BrokenPipeError` from the page test.)"""
     s = Server("--weights", checkpoints[0])
-    url = urllib.parse.urlsplit(s.url)
-    body = json.dumps({"text": TEXT * 4}).encode()
-    head = b"POST /api/view HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    address, request = s.raw_view_request(TEXT * 4)
+    cut = request.index(b"\r\n\r\n") + 4 + 7  # the head and 7 bytes of the body
     try:
         for i in range(40):
-            c = socket.create_connection((url.hostname, url.port))
+            c = socket.create_connection(address)
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a reset
-            c.sendall(head + (body if i % 2 else body[:7]))  # a whole request, or one cut short mid-body
+            c.sendall(request if i % 2 else request[:cut])  # a whole request, or one cut short mid-body
             c.close()
         status, v = s.post("/api/view", {"text": PROMPT})
         assert status == 200 and v["ids"] == get_tokenizer().encode(PROMPT)
     finally:
         s.stop()
-    rest = []
-    while True:
-        try:
-            rest.append(s.lines.get(timeout=5))
-        except queue.Empty:
-            break
-    assert s.proc.returncode == 0 and rest == ["stopped\n"], "".join(rest)
+    rest = s.rest_of_log()
+    assert s.proc.returncode == 0 and rest == "stopped\n", rest
 
 
 def test_stopping_while_answers_are_being_computed_exits_cleanly(checkpoints):
@@ -157,25 +167,18 @@ def test_stopping_while_answers_are_being_computed_exits_cleanly(checkpoints):
     aborts it then: "terminate called without an active exception", exit -6; seen once in CI, here in 2 of 3 runs
     before the fix)."""
     s = Server("--weights", checkpoints[0])
-    url = urllib.parse.urlsplit(s.url)
-    body = json.dumps({"text": TEXT * 4}).encode()
-    head = b"POST /api/view HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
-    clients = [socket.create_connection((url.hostname, url.port)) for _ in range(24)]
+    address, request = s.raw_view_request(TEXT * 4)
+    clients = [socket.create_connection(address) for _ in range(24)]
     try:
         for c in clients:
-            c.sendall(head + body)  # answers to compute, none read
+            c.sendall(request)  # answers to compute, none read
         time.sleep(0.05)
     finally:
         s.stop()
         for c in clients:
             c.close()
-    rest = []
-    while True:
-        try:
-            rest.append(s.lines.get(timeout=5))
-        except queue.Empty:
-            break
-    assert s.proc.returncode == 0 and rest == ["stopped\n"], "".join(rest)
+    rest = s.rest_of_log()
+    assert s.proc.returncode == 0 and rest == "stopped\n", rest
 
 
 def test_another_host_is_served_with_a_warning(checkpoints):
