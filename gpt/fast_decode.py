@@ -6,9 +6,11 @@
     prepare_for_decoding(model, compile=decoder.compiles("cpu"))  # the compiled CPU step reads rows: plain layout
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
-- OneDNNLinears: generate() runs each eager decode step on a CPU with its Linear layers on oneDNN's kernel: fp32
-  weights stream ≈ 1.65-2× faster than through MKL's, bf16 weights (packed in oneDNN's layout for the call) ≈ 1.4×
-  faster than through F.linear (GPT_DECODE_ONEDNN=0 turns it off).
+- EagerDecodeStep: generate()'s eager decode step on a CPU, the model's maths written out as plain function calls
+  (no module calls: ≈ 7% of a 124M step), with the Linear layers on oneDNN's kernel (onednn_linear): fp32 weights
+  stream ≈ 1.65-2× faster than through MKL's, bf16 weights (packed in oneDNN's layout for the call) ≈ 1.4× faster
+  than through F.linear (GPT_DECODE_ONEDNN=0 turns oneDNN off). A model with hooks, subclassed modules or manual
+  attention runs its own forward instead (is_plain_gpt).
 - prepare_for_decoding(): stores each fp32 Linear weight column-major, the layout both kernels read fastest. load_model
   applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
   place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
@@ -33,7 +35,6 @@ hence compile_helps().
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -47,7 +48,7 @@ from gpt.model import GPT, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
-ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (MKL; bf16 unpacked), see OneDNNLinears
+ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (MKL; bf16 unpacked), see onednn_linear
 
 
 def cpu_flags() -> frozenset[str]:
@@ -63,60 +64,41 @@ MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode 
 PACK_MIN_STEPS = 32  # bf16: packing costs 45-75 ms (124M) and saves ≈ 4 ms a decode step: shorter runs skip it
 
 
-def _onednn_forward(module: torch.nn.Linear, pack: bool):
-    """module's forward, with F.linear through oneDNN's kernel where it applies (see OneDNNLinears)."""
+def onednn_linear(module: torch.nn.Linear, pack: bool = False):
+    """module's computation as a function x → y, like F.linear(x, module.weight, module.bias), through oneDNN's
+    kernel (the one inductor calls) where it applies: a CPU, at most MAX_ROWS rows, no autograd, fp32 weights
+    (pack=False) or bf16 ones (pack=True). Any other input runs F.linear. The weight and bias are read at each call,
+    so a replaced or changed weight is used as it is.
+    fp32: oneDNN's kernel on the weight as it is. Same values as F.linear to fp32 rounding (4e-5 on 768-long dot
+    products of N(0, 1) values).
+    bf16 (pack=True): a copy of the weight in oneDNN's own blocked layout, made here (45-75 ms and the weights' size
+    again in memory for 124M, freed with the function); given a plain bf16 weight the kernel would re-lay it out at
+    every call. A weight changed since (in place or replaced) is noticed and runs F.linear.
+    Why: a decode step is bound by streaming the weights. Over GPT-2 124M's own uncached matrices (500 MB) oneDNN
+    streams the fp32 column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22, and the packed bf16 weights at
+    43 GB/s where F.linear's bf16 reaches 26 (2-core AMD EPYC, torch 2.13; issue 15)."""
     linear_pointwise = torch.ops.mkldnn._linear_pointwise
     dtype = torch.bfloat16 if pack else torch.float32
     w0 = module.weight
-    if pack:  # oneDNN's own blocked layout, made once here (a copy of the weight, freed with this forward)
+    if pack:
         packed = torch.ops.mkldnn._reorder_linear_weight(w0.detach().contiguous(), 1)
         version, ptr = w0._version, w0.data_ptr()
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def linear(x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
         w, b = module.weight, module.bias
         if (x.dtype == dtype and w.dtype == dtype and x.device.type == "cpu" and x.dim() >= 2
                 and x.numel() <= MAX_ROWS * x.size(-1) and not torch.is_grad_enabled()):  # fmt: skip
             if not pack:
-                return linear_pointwise(x, w, b, "none", [], "")  # (..., in) → (..., out), like F.linear
+                return linear_pointwise(x, w, b, "none", [], "")
             if w is w0 and w._version == version and w.data_ptr() == ptr:  # the packed copy is still the weight
                 return linear_pointwise(x, packed, b, "none", [], "")
         return torch.nn.functional.linear(x, w, b)
 
-    return forward
+    return linear
 
 
-class OneDNNLinears:
-    """A reusable context manager: while active, the model's nn.Linear modules compute inputs of at most MAX_ROWS rows
-    on a CPU without autograd — an eager decode step's matrix-vector products — with oneDNN's kernel (the one
-    inductor calls); any other input runs F.linear as usual.
-    fp32 weights: oneDNN's kernel on the weights as they are, instead of MKL's. Same values to fp32 rounding (4e-5 on
-    768-long dot products of N(0, 1) values).
-    bf16 weights (pack=True): oneDNN's kernel on a copy of each weight in oneDNN's own blocked layout, made when this
-    object is built (one generate() call: 45-75 ms and the weights' size again in memory for 124M, freed after). Given
-    a plain bf16 weight, F.linear re-lays it out at every call. A weight changed since (in place or replaced) is
-    noticed and runs F.linear.
-    Why: a decode step is bound by streaming the weights. Over GPT-2 124M's own uncached matrices (500 MB) oneDNN
-    streams the fp32 column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22, and the packed bf16 weights
-    at 43 GB/s where F.linear's bf16 reaches 26 (2-core AMD EPYC, torch 2.13; issue 15). How: each plain nn.Linear
-    (not a subclass with its own forward, not one already given an instance forward) gets an instance `forward` that
-    __exit__ removes again, so nothing lingers between steps (a generator paused at `yield` leaves the model as it
-    was). An earlier version was a TorchFunctionMode: it sent every torch call of the step through Python, ≈ 6% of an
-    eager 124M decode step.
-    generate() enters it around each eager decode step (see eager_linear)."""
-
-    def __init__(self, model: torch.nn.Module, pack: bool = False) -> None:
-        self.linears = [m for m in model.modules()
-                        if type(m).forward is torch.nn.Linear.forward and "forward" not in vars(m)]  # fmt: skip
-        self.forwards = [_onednn_forward(m, pack) for m in self.linears]
-
-    def __enter__(self) -> OneDNNLinears:
-        for m, f in zip(self.linears, self.forwards):
-            vars(m)["forward"] = f  # an instance attribute: nn.Module.__call__ finds it before the class's forward
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for m in self.linears:
-            vars(m).pop("forward", None)
+def _plain_linear(module: torch.nn.Linear):
+    return lambda x: torch.nn.functional.linear(x, module.weight, module.bias)
 
 
 def _onednn_available() -> bool:
@@ -126,21 +108,93 @@ def _onednn_available() -> bool:
         return False
 
 
-def eager_linear(model: torch.nn.Module, steps: int = PACK_MIN_STEPS):
-    """A reusable context manager for the eager decode steps (`steps` of them at most) of one generate() call:
-    OneDNNLinears(model) where it applies — fp32 weights on a CPU; bf16 weights on a CPU when steps ≥ PACK_MIN_STEPS
-    (packed, see OneDNNLinears) — given oneDNN in this torch build (ONEDNN_ENV=0 turns it off); else one that does
-    nothing."""
+def is_plain_gpt(model: torch.nn.Module) -> bool:
+    """Whether EagerDecodeStep computes exactly what model(...) would: a GPT built of this repository's own module
+    classes (no subclass, no replaced forward, no parametrization), with no forward hooks anywhere (a hook expects
+    its module to be called: gpt/introspect.py records activations that way), in eval mode (no dropout)."""
+    from gpt.model import MLP, Block, CausalSelfAttention
+
+    if type(model) is not GPT or model.training:
+        return False
+    nn = torch.nn
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    kinds = (GPT, Block, CausalSelfAttention, MLP, nn.Linear, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.GELU,
+             nn.ModuleDict, nn.ModuleList)  # fmt: skip
+    for m in model.modules():
+        if type(m) not in kinds or "forward" in vars(m) or m._forward_hooks or m._forward_pre_hooks:
+            return False
+    return all(b.attn.attn_impl == "sdpa" for b in model.transformer.h)  # "manual": the same maths, other roundings
+
+
+class EagerDecodeStep:
+    """generate()'s eager decode step on a CPU, written out: decode_one_token's maths for one token per row, as
+    direct calls to the functions GPT.forward's modules call, with every Linear through onednn_linear.
+
+    step = EagerDecodeStep(model)                       # once per generate() call
+    logits = step(tok, cache, input_pos, position_ids, attn_mask)   # the arguments of decode_one_token
+
+    Why: at batch 1 a GPT-2 124M decode step spends ≈ 11-14 ms streaming 495 MB of fp32 weights, and the model's
+    module calls cost ≈ 10% on top (≈ 160 nn.Module calls, the per-Linear checks); written out, the step runs at
+    ≈ 1.1× its matrix-vector products' time instead of ≈ 1.25× (bench/generate.py, 2-core AMD EPYC, issue 15).
+    What it skips is bookkeeping, not maths: same kernels, same order, so the logits equal model(...)'s with the
+    same Linear kernels bit for bit (tests/test_fast_decode.py). Only for models is_plain_gpt() accepts; the
+    weights are read at every call, so a weight changed between two steps is used."""
+
+    def __init__(self, model: GPT, pack: bool = False, onednn: bool = True) -> None:
+        self.model = model
+        linear = (lambda m: onednn_linear(m, pack)) if onednn else _plain_linear
+        self.blocks = [(b.ln_1, linear(b.attn.c_attn), linear(b.attn.c_proj), b.ln_2, linear(b.mlp.c_fc),
+                        b.mlp.gelu.approximate, linear(b.mlp.c_proj)) for b in model.transformer.h]  # fmt: skip
+        self.lm_head = linear(model.lm_head)
+
+    def __call__(
+        self,
+        tok: torch.Tensor,
+        cache: KVCache,
+        input_pos: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        attn_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """tok (B, 1) written at cache slot input_pos (1,) → logits (B, V); see decode_one_token."""
+        F = torch.nn.functional
+        cfg, t = self.model.config, self.model.transformer
+        B, C, H = tok.size(0), cfg.n_embd, cfg.n_head
+        S = attn_mask.size(-1)  # the slots this step reads
+        mask = None if bool(attn_mask.all()) else attn_mask  # SDPA's unmasked path: the same values, bit for bit
+        pos = input_pos if position_ids is None else position_ids
+        x = F.embedding(tok, t.wte.weight) + F.embedding(pos, t.wpe.weight)  # (B, 1, C)
+        for i, (ln_1, c_attn, attn_proj, ln_2, c_fc, approximate, mlp_proj) in enumerate(self.blocks):
+            h = F.layer_norm(x, ln_1.normalized_shape, ln_1.weight, ln_1.bias, ln_1.eps)
+            q, k, v = c_attn(h).view(B, 3, H, C // H).unbind(1)  # 3 × (B, H, D): one token, heads side by side
+            k_all, v_all = cache.update(i, input_pos, k[:, :, None], v[:, :, None])  # (B, H, max_len, D)
+            y = F.scaled_dot_product_attention(
+                q[:, :, None], k_all[:, :, :S].to(q.dtype), v_all[:, :, :S].to(q.dtype), attn_mask=mask
+            )  # (B, H, 1, D)
+            x = x + attn_proj(y.transpose(1, 2).reshape(B, 1, C))
+            h = F.layer_norm(x, ln_2.normalized_shape, ln_2.weight, ln_2.bias, ln_2.eps)
+            x = x + mlp_proj(F.gelu(c_fc(h), approximate=approximate))
+        x = F.layer_norm(x, t.ln_f.normalized_shape, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps)
+        return self.lm_head(x)[:, -1, : cfg.vocab_size]  # (B, V): padding rows of the head dropped
+
+
+def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):
+    """The eager decode step for one generate() call (at most `steps` steps), a function with decode_one_token's
+    arguments less the model: EagerDecodeStep where it applies — a CPU, a model is_plain_gpt() accepts — with its
+    Linears through oneDNN for fp32 weights, and for bf16 ones packed when steps ≥ PACK_MIN_STEPS (ONEDNN_ENV=0, or a
+    torch build without oneDNN: F.linear); else decode_one_token on the model itself."""
     w = next(model.parameters())
-    use = w.device.type == "cpu" and os.environ.get(ONEDNN_ENV, "1") != "0" and _onednn_available()
-    if use and w.dtype == torch.float32:
-        return OneDNNLinears(model)
-    if use and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
+    if w.device.type != "cpu" or not is_plain_gpt(model):
+        return functools.partial(decode_one_token, model)
+    onednn = os.environ.get(ONEDNN_ENV, "1") != "0" and _onednn_available()
+    if onednn and w.dtype == torch.bfloat16:
+        if steps < PACK_MIN_STEPS:
+            return EagerDecodeStep(model, onednn=False)
         try:
-            return OneDNNLinears(model, pack=True)
+            return EagerDecodeStep(model, pack=True)
         except RuntimeError:  # a oneDNN build or CPU that cannot pack bf16: F.linear as usual
-            pass
-    return contextlib.nullcontext()
+            return EagerDecodeStep(model, onednn=False)
+    return EagerDecodeStep(model, onednn=onednn and w.dtype == torch.float32)
 
 
 @functools.cache
@@ -176,7 +230,7 @@ def prepare_for_decoding(model: GPT, compile: bool = False) -> GPT:
 
     Eager decoding on a CPU in fp32: each nn.Linear weight (out, in) is stored column-major, i.e. as the
     contiguous (in, out) matrix it is the transpose of. Both kernels stream that layout faster — MKL's x @ W ≈ 1.3×
-    its x @ Wᵀ, oneDNN's (OneDNNLinears) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
+    its x @ Wᵀ, oneDNN's (onednn_linear) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
     The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel prefers the row-major
     layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the plain row-major layout
     back if it had the other one.

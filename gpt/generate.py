@@ -133,10 +133,10 @@ def generate_stream(
     B = seq.size(0)
     if decoder is not None and not decoder.compiles(device.type, B, next(model.parameters()).dtype):
         decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
-    from gpt.fast_decode import eager_linear  # (gpt/fast_decode.py imports this module)
+    from gpt.fast_decode import eager_step  # (gpt/fast_decode.py imports this module)
 
     steps = 0 if decoder is not None or not use_cache else max_new_tokens - 1  # eager decode steps, at most
-    linear_kernels = eager_linear(model, steps)  # faster Linear kernels for eager decode steps (CPU: fp32, bf16)
+    step_fn = eager_step(model, steps)  # decode_one_token, or on a CPU the same maths written out (gpt/fast_decode.py)
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None
@@ -191,8 +191,7 @@ def generate_stream(
                 logits = decoder.step(model, nxt[:, None], cache, input_pos, positions, valid)
             else:
                 pos_ids = positions[:, slot : slot + 1] if positions is not None else None
-                with linear_kernels:
-                    logits = decode_one_token(model, nxt[:, None], cache, input_pos, pos_ids, valid[..., : slot + 1])
+                logits = step_fn(nxt[:, None], cache, input_pos, pos_ids, valid[..., : slot + 1])
 
 
 def generate(

@@ -1,5 +1,7 @@
 """gpt/fast_decode.py: the faster ways to decode give the eager loop's tokens exactly."""
 
+import functools
+
 import pytest
 import torch
 
@@ -8,8 +10,10 @@ from gpt.fast_decode import (
     ONEDNN_ENV,
     PACK_MIN_STEPS,
     CompiledDecoder,
-    OneDNNLinears,
-    eager_linear,
+    EagerDecodeStep,
+    eager_step,
+    is_plain_gpt,
+    onednn_linear,
     prepare_for_decoding,
 )
 from gpt.train import configure_optimizer
@@ -54,15 +58,18 @@ def test_compiled_decode_step_matches_eager():
     assert generate(m, PROMPTS, 20, temperature=0, decoder=decoder) == generate(m, PROMPTS, 20, temperature=0)
 
 
-# ---- eager fp32 decode steps on a CPU: F.linear through oneDNN -------------------------------------------------------
+# ---- eager decode steps on a CPU: written out (EagerDecodeStep), Linears through oneDNN ------------------------------
 def _ran_onednn(fn) -> bool:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
     return any("_linear_pointwise" in e.key for e in prof.key_averages())
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_onednn_linears_equal_f_linear_and_apply_only_to_few_rows_without_autograd():
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+
+
+@needs_onednn
+def test_onednn_linear_equals_f_linear_and_applies_only_to_few_rows_without_autograd():
     F = torch.nn.functional
     g = torch.Generator().manual_seed(0)
     lin = torch.nn.Linear(96, 300)
@@ -73,83 +80,148 @@ def test_onednn_linears_equal_f_linear_and_apply_only_to_few_rows_without_autogr
         for x in (torch.randn(1, 96, generator=g), torch.randn(8, 1, 96, generator=g)):
             for bias in (b, None):
                 lin.bias = None if bias is None else torch.nn.Parameter(b.clone())
-                with torch.inference_mode(), OneDNNLinears(lin):
-                    y = lin(x)
+                with torch.inference_mode():
+                    y = onednn_linear(lin)(x)
                 torch.testing.assert_close(y, F.linear(x, w, bias), rtol=1e-5, atol=1e-4)
     x1, x9 = torch.randn(1, 96), torch.randn(9, 96)
-    with torch.inference_mode():
-        assert not _ran_onednn(lambda: lin(x1))  # outside the context: as usual
 
-    def inside(x, module, grad=False):
+    def ran(x, module, grad=False):
         def run():
-            with torch.set_grad_enabled(grad), OneDNNLinears(module):
-                module(x)
+            with torch.set_grad_enabled(grad):
+                onednn_linear(module)(x)
 
         return _ran_onednn(run)
 
-    assert inside(x1, lin)  # one row, fp32, no autograd: oneDNN
-    assert not inside(x9, lin)  # more than MAX_ROWS rows: as usual
-    assert not inside(x1, lin, grad=True)  # autograd on: as usual (oneDNN's op has no backward)
-    assert not inside(x1.bfloat16(), torch.nn.Linear(96, 300).bfloat16())  # bf16: as usual
-    assert "forward" not in vars(lin)  # nothing left on the module after the context
+    assert ran(x1, lin)  # one row, fp32, no autograd: oneDNN
+    assert not ran(x9, lin)  # more than MAX_ROWS rows: F.linear
+    assert not ran(x1, lin, grad=True)  # autograd on: F.linear (oneDNN's op has no backward)
+    assert not ran(x1.bfloat16(), torch.nn.Linear(96, 300).bfloat16())  # bf16 unpacked: F.linear
 
-    class Scaled(torch.nn.Linear):  # a subclass with its own forward keeps it
+
+@needs_onednn
+def test_packed_bf16_linear_equals_f_linear_and_notices_a_changed_weight():
+    F = torch.nn.functional
+    lin = torch.nn.Linear(96, 300).bfloat16()
+    x = torch.randn(1, 1, 96).bfloat16()
+    linear = onednn_linear(lin, pack=True)
+    with torch.inference_mode():
+        assert _ran_onednn(lambda: linear(x))
+        torch.testing.assert_close(linear(x), F.linear(x, lin.weight, lin.bias), rtol=2e-2, atol=2e-2)  # bf16
+    with torch.no_grad():
+        lin.weight.mul_(2)  # changed in place: the packed copy is stale
+    with torch.inference_mode():
+        assert not _ran_onednn(lambda: linear(x))  # F.linear, on the weight as it is now
+        assert torch.equal(linear(x), F.linear(x, lin.weight, lin.bias))
+    lin.weight = torch.nn.Parameter(torch.randn(300, 96).bfloat16())  # replaced: the same
+    with torch.inference_mode():
+        assert torch.equal(linear(x), F.linear(x, lin.weight, lin.bias))
+
+
+def _step_logits(step, m, prompts, n_steps=6):
+    """The logits of n_steps eager decode steps after a prefill, with step (decode_one_token's arguments less the
+    model), for left-padded prompts: what generate() does, spelled out so each step's logits can be compared."""
+    from gpt.generate import prefill
+    from gpt.model import KVCache
+    from gpt.padding import prefill_mask, prompt_buffer, window_inputs
+
+    seq, T, pads = prompt_buffer(prompts, n_steps, None, torch.device("cpu"))
+    cache = KVCache(m.config, seq.size(0), T + n_steps)
+    positions, valid = window_inputs(pads, 0, cache.max_len, torch.device("cpu"))
+    out = []
+    with torch.inference_mode():
+        logits = prefill(m, seq[:, :T], cache, positions[:, :T] if positions is not None else None,
+                         prefill_mask(valid, T))  # fmt: skip
+        for slot in range(T, T + n_steps):
+            tok = logits.argmax(-1, keepdim=True)  # (B, 1)
+            pos_ids = positions[:, slot : slot + 1] if positions is not None else None
+            logits = step(tok, cache, torch.tensor([slot]), pos_ids, valid[..., : slot + 1])
+            out.append(logits)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"qkv_bias": False}, {"vocab_multiple": 8}], ids=["gpt2", "no qkv bias", "padded vocab"]
+)
+def test_the_written_out_step_computes_what_the_model_computes(overrides):
+    from gpt.generate import decode_one_token
+
+    m = sharp_model(**overrides)
+    prepare_for_decoding(m)
+    assert is_plain_gpt(m)
+    model_step = functools.partial(decode_one_token, m)
+    for prompts in (torch.randint(0, V, (1, 7)), PROMPTS):  # one row; unequal rows, left-padded (masked, shifted)
+        reference = _step_logits(model_step, m, prompts)
+        assert reference.size(-1) == V  # the padded vocabulary's extra rows are dropped
+        # the same kernels (F.linear): the same values bit for bit
+        assert torch.equal(_step_logits(EagerDecodeStep(m, onednn=False), m, prompts), reference)
+        if torch.backends.mkldnn.is_available():  # oneDNN's kernel: the same to fp32 rounding
+            torch.testing.assert_close(_step_logits(EagerDecodeStep(m), m, prompts), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_the_written_out_step_reads_the_weights_at_each_call():
+    from gpt.generate import decode_one_token
+
+    m = sharp_model()
+    step = EagerDecodeStep(m, onednn=False)  # built before the weights change, as at a paused generate_stream
+    with torch.no_grad():
+        m.transformer.h[1].mlp.c_fc.weight.mul_(-1)
+        m.transformer.ln_f.bias.add_(0.5)
+    m.transformer.h[0].attn.c_proj.weight = torch.nn.Parameter(torch.randn(48, 48))
+    assert torch.equal(_step_logits(step, m, PROMPTS), _step_logits(functools.partial(decode_one_token, m), m, PROMPTS))
+
+
+def test_a_model_the_step_does_not_know_is_decoded_by_its_own_forward():
+    idx = torch.randint(0, V, (2, 8))
+    m = sharp_model()
+    assert isinstance(eager_step(m), EagerDecodeStep)
+    tokens = generate(m, idx, 10, temperature=0)
+    calls = []
+    handle = m.transformer.h[1].attn.c_attn.register_forward_hook(lambda mod, args, out: calls.append(out.shape))
+    assert not isinstance(eager_step(m), EagerDecodeStep)  # a hook expects its module to be called
+    assert torch.equal(generate(m, idx, 10, temperature=0), tokens)
+    assert len(calls) == 10 and calls[-1] == (2, 1, 3 * 48)  # the prefill, then every decode step
+    handle.remove()
+    assert isinstance(eager_step(m), EagerDecodeStep)
+
+    class Doubled(torch.nn.Linear):  # a subclass with its own forward: the step would skip it
         def forward(self, x):
             return 2 * super().forward(x)
 
-    scaled = Scaled(96, 300)
-    with torch.inference_mode(), OneDNNLinears(scaled):
-        torch.testing.assert_close(scaled(x1), 2 * F.linear(x1, scaled.weight, scaled.bias))
+    odd = sharp_model()
+    odd.transformer.h[0].mlp.c_proj.__class__ = Doubled
+    odd.transformer.h[1].attn.attn_impl = "manual"
+    assert not is_plain_gpt(odd)
+    odd.transformer.h[0].mlp.c_proj.__class__ = torch.nn.Linear
+    assert not is_plain_gpt(odd)  # manual attention: the same maths, other roundings
+    odd.transformer.h[1].attn.attn_impl = "sdpa"
+    assert is_plain_gpt(odd) and not is_plain_gpt(odd.train())  # training mode: dropout
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@needs_onednn
 def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
     m = sharp_model()
     prepare_for_decoding(m)  # the layout load_model gives an fp32 model on a CPU
     idx = torch.randint(0, V, (2, 8))
-    assert isinstance(eager_linear(m), OneDNNLinears)
-    assert not isinstance(eager_linear(sharp_model().to(torch.float16)), OneDNNLinears)  # fp16: F.linear
+    assert isinstance(eager_step(m), EagerDecodeStep)
     assert _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
-    monkeypatch.setenv(ONEDNN_ENV, "0")  # MKL's kernel, as before
+    monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear (MKL), as before
     assert not _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     assert torch.equal(generate(m, idx, 30, temperature=0), fast)
     assert generate(m, PROMPTS, 20, temperature=0) == padded
+    assert torch.equal(generate(m, idx, 30, temperature=0, use_cache=False), fast)  # the uncached reference
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_packed_bf16_linears_equal_f_linear_and_notice_a_changed_weight():
-    F = torch.nn.functional
-    lin = torch.nn.Linear(96, 300).bfloat16()
-    x = torch.randn(1, 1, 96).bfloat16()
-    with torch.inference_mode(), OneDNNLinears(lin, pack=True):
-        y = lin(x)
-    torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=2e-2, atol=2e-2)  # bf16 rounding
-
-    ctx = OneDNNLinears(lin, pack=True)  # packed now
-    with torch.no_grad():
-        lin.weight.mul_(2)  # then changed in place: the packed copy is stale
-    with torch.inference_mode(), ctx:
-        assert not _ran_onednn(lambda: lin(x))  # F.linear, on the weight as it is now
-        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=2e-2, atol=2e-2)
-    with torch.inference_mode(), OneDNNLinears(lin, pack=True):  # packed again: oneDNN
-        assert _ran_onednn(lambda: lin(x))
-    assert "forward" not in vars(lin)
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@needs_onednn
 def test_bf16_eager_decoding_packs_only_for_enough_steps_and_gives_the_same_tokens(monkeypatch):
     m = sharp_model().to(torch.bfloat16)
-    assert isinstance(eager_linear(m, steps=PACK_MIN_STEPS), OneDNNLinears)
-    assert not isinstance(eager_linear(m, steps=PACK_MIN_STEPS - 1), OneDNNLinears)  # packing would not pay
     idx = torch.randint(0, V, (2, 8))
     assert _ran_onednn(lambda: generate(m, idx, PACK_MIN_STEPS + 1, temperature=0))
-    assert not _ran_onednn(lambda: generate(m, idx, 4, temperature=0))
+    assert not _ran_onednn(lambda: generate(m, idx, 4, temperature=0))  # packing would not pay
     packed = generate(m, idx, 40, temperature=0)
     monkeypatch.setenv(ONEDNN_ENV, "0")
     assert not _ran_onednn(lambda: generate(m, idx, 40, temperature=0))
     assert torch.equal(generate(m, idx, 40, temperature=0), packed)
-    assert not any("forward" in vars(mod) for mod in m.modules())  # nothing left on the model
 
 
 # ---- the default path: load_model lays the weights out for decoding ----------------------------------------------
