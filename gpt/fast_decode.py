@@ -7,7 +7,7 @@
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
 - EagerDecodeStep: generate()'s eager decode step on a CPU, the model's maths written out as plain function calls
-  (no module calls: ≈ 7% of a 124M step), with the Linear layers on oneDNN's kernel (onednn_linear): fp32 weights
+  (no module calls: ≈ 5-7% faster at 124M), with the Linear layers on oneDNN's kernel (onednn_linear): fp32 weights
   stream ≈ 1.65-2× faster than through MKL's, bf16 weights (packed in oneDNN's layout for the call) ≈ 1.4× faster
   than through F.linear (GPT_DECODE_ONEDNN=0 turns oneDNN off). A model with hooks, subclassed modules or manual
   attention runs its own forward instead (is_plain_gpt).
@@ -134,9 +134,11 @@ class EagerDecodeStep:
     step = EagerDecodeStep(model)                       # once per generate() call
     logits = step(tok, cache, input_pos, position_ids, attn_mask)   # the arguments of decode_one_token
 
-    Why: at batch 1 a GPT-2 124M decode step spends ≈ 11-14 ms streaming 495 MB of fp32 weights, and the model's
-    module calls cost ≈ 10% on top (≈ 160 nn.Module calls, the per-Linear checks); written out, the step runs at
-    ≈ 1.1× its matrix-vector products' time instead of ≈ 1.25× (bench/generate.py, 2-core AMD EPYC, issue 15).
+    Why: at batch 1 a GPT-2 124M decode step spends ≈ 10-13 ms streaming 495 MB of fp32 weights, and the model's
+    ≈ 160 module calls and per-Linear dispatch come on top: through the modules a step took ≈ 1.25× the time of its
+    49 matrix-vector products alone, written out ≈ 1.2× (the rest: oneDNN's ≈ 12 µs a call, attention, LayerNorms);
+    generate() at fp32 batch 1 went from 1.67-1.70× to 1.82× HF in alternating bench/generate.py runs (2-core AMD
+    EPYC, issue 15).
     What it skips is bookkeeping, not maths: same kernels, same order, so the logits equal model(...)'s with the
     same Linear kernels bit for bit (tests/test_fast_decode.py). Only for models is_plain_gpt() accepts; the
     weights are read at every call, so a weight changed between two steps is used."""
