@@ -135,8 +135,6 @@ def generate_stream(
         decoder = None  # compiling would not pay here (gpt/fast_decode.py: compile_helps): decode eagerly
     from gpt.fast_decode import eager_step  # (gpt/fast_decode.py imports this module)
 
-    steps = 0 if decoder is not None or not use_cache else max_new_tokens - 1  # eager decode steps, at most
-    step_fn = eager_step(model, steps)  # decode_one_token, or on a CPU the same maths written out (gpt/fast_decode.py)
     keep = ctx - slide + 1  # window length right after a slide, the newest token included
     start, L = max(0, T - ctx), T  # a prompt longer than the context keeps its last ctx tokens
     done = torch.zeros(B, dtype=torch.bool, device=device) if eos_id is not None else None
@@ -155,6 +153,8 @@ def generate_stream(
         return model(seq[:, start:L], position_ids=pos_ids, attn_mask=mask, last_only=True)[:, -1], None, None
 
     with _eval_mode(model):
+        steps = 0 if decoder is not None or not use_cache else max_new_tokens - 1  # eager decode steps, at most
+        step_fn = eager_step(model, steps)  # decode_one_token, or on a CPU the same maths written out (fast_decode)
         if use_cache:
             max_len = min(ctx, L - start + max_new_tokens - 1)  # the last sampled token is never fed back
             if decoder is not None:

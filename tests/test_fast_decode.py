@@ -204,6 +204,9 @@ def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
     idx = torch.randint(0, V, (2, 8))
     assert isinstance(eager_step(m), EagerDecodeStep)
     assert _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
+    assert _ran_onednn(lambda: generate(m.train(), idx, 3, temperature=0))  # generate() samples in eval mode
+    assert m.training  # and gives the caller's mode back
+    m.eval()
     fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
     monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear (MKL), as before
     assert not _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
