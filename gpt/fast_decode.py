@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from gpt.generate import decode_one_token
-from gpt.model import GPT, KVCache
+from gpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
@@ -64,6 +64,14 @@ MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode 
 PACK_MIN_STEPS = 32  # bf16: packing costs 45-75 ms (124M) and saves ≈ 4 ms a decode step: shorter runs skip it
 
 
+def _onednn_applies(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    # oneDNN's op: CPU tensors of one dtype, a few rows, no autograd (it has no backward), and a contiguous bias (it
+    # reads a strided or expanded bias as if it were contiguous: wrong values)
+    return (x.dtype == dtype and w.dtype == dtype and x.device.type == "cpu" and x.dim() >= 2
+            and x.numel() <= MAX_ROWS * x.size(-1) and not torch.is_grad_enabled()
+            and (b is None or b.is_contiguous()))  # fmt: skip
+
+
 def onednn_linear(module: torch.nn.Linear, pack: bool = False):
     """module's computation as a function x → y, like F.linear(x, module.weight, module.bias), through oneDNN's
     kernel (the one inductor calls) where it applies: a CPU, at most MAX_ROWS rows, no autograd, fp32 weights
@@ -73,7 +81,8 @@ def onednn_linear(module: torch.nn.Linear, pack: bool = False):
     products of N(0, 1) values).
     bf16 (pack=True): a copy of the weight in oneDNN's own blocked layout, made here (45-75 ms and the weights' size
     again in memory for 124M, freed with the function); given a plain bf16 weight the kernel would re-lay it out at
-    every call. A weight changed since (in place or replaced) is noticed and runs F.linear.
+    every call. A weight changed since (in place or replaced) is noticed and runs F.linear; an edit through
+    `.data` (`p.data.mul_(...)`), which torch does not count as a change, is not: call generate() again after one.
     Why: a decode step is bound by streaming the weights. Over GPT-2 124M's own uncached matrices (500 MB) oneDNN
     streams the fp32 column-major layout at 37.5-48 GB/s where MKL's x @ W reaches 22, and the packed bf16 weights at
     43 GB/s where F.linear's bf16 reaches 26 (2-core AMD EPYC, torch 2.13; issue 15)."""
@@ -86,8 +95,7 @@ def onednn_linear(module: torch.nn.Linear, pack: bool = False):
 
     def linear(x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
         w, b = module.weight, module.bias
-        if (x.dtype == dtype and w.dtype == dtype and x.device.type == "cpu" and x.dim() >= 2
-                and x.numel() <= MAX_ROWS * x.size(-1) and not torch.is_grad_enabled()):  # fmt: skip
+        if _onednn_applies(x, w, b, dtype):
             if not pack:
                 return linear_pointwise(x, w, b, "none", [], "")
             if w is w0 and w._version == version and w.data_ptr() == ptr:  # the packed copy is still the weight
@@ -97,10 +105,6 @@ def onednn_linear(module: torch.nn.Linear, pack: bool = False):
     return linear
 
 
-def _plain_linear(module: torch.nn.Linear):
-    return lambda x: torch.nn.functional.linear(x, module.weight, module.bias)
-
-
 def _onednn_available() -> bool:
     try:
         return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -108,23 +112,25 @@ def _onednn_available() -> bool:
         return False
 
 
+_WRITTEN_OUT = (GPT, Block, CausalSelfAttention, MLP, torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Embedding,
+                torch.nn.Dropout, torch.nn.GELU, torch.nn.ModuleDict, torch.nn.ModuleList)  # fmt: skip
+_FORWARDS = {k: k.forward for k in _WRITTEN_OUT}  # each module class EagerDecodeStep writes out, its forward as defined
+
+
 def is_plain_gpt(model: torch.nn.Module) -> bool:
     """Whether EagerDecodeStep computes exactly what model(...) would: a GPT built of this repository's own module
-    classes (no subclass, no replaced forward, no parametrization), with no forward hooks anywhere (a hook expects
-    its module to be called: gpt/introspect.py records activations that way), in eval mode (no dropout)."""
-    from gpt.model import MLP, Block, CausalSelfAttention
-
-    if type(model) is not GPT or model.training:
+    classes (no subclass, no parametrization, no forward replaced on an instance or a class), with no forward hooks
+    anywhere (a hook expects its module to be called: gpt/introspect.py records activations that way), SDPA
+    attention ("manual" is the same maths with other roundings), in eval mode (no dropout). ≈ 50-100 µs for 124M."""
+    mod = torch.nn.modules.module
+    if type(model) is not GPT or model.training or mod._global_forward_hooks or mod._global_forward_pre_hooks:
         return False
-    nn = torch.nn
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return False
-    kinds = (GPT, Block, CausalSelfAttention, MLP, nn.Linear, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.GELU,
-             nn.ModuleDict, nn.ModuleList)  # fmt: skip
     for m in model.modules():
-        if type(m) not in kinds or "forward" in vars(m) or m._forward_hooks or m._forward_pre_hooks:
+        kind = type(m)
+        if (_FORWARDS.get(kind) is not kind.forward or "forward" in m.__dict__
+                or m._forward_hooks or m._forward_pre_hooks):  # fmt: skip
             return False
-    return all(b.attn.attn_impl == "sdpa" for b in model.transformer.h)  # "manual": the same maths, other roundings
+    return all(b.attn.attn_impl == "sdpa" for b in model.transformer.h)
 
 
 class EagerDecodeStep:
@@ -140,15 +146,26 @@ class EagerDecodeStep:
     generate() at fp32 batch 1 went from 1.67-1.70× to 1.82× HF in alternating bench/generate.py runs (2-core AMD
     EPYC, issue 15).
     What it skips is bookkeeping, not maths: same kernels, same order, so the logits equal model(...)'s with the
-    same Linear kernels bit for bit (tests/test_fast_decode.py). Only for models is_plain_gpt() accepts; the
-    weights are read at every call, so a weight changed between two steps is used."""
+    same Linear kernels bit for bit (tests/test_fast_decode.py). Everything is read from the model at each step —
+    modules, weights, settings — and a step runs the model's own forward instead when is_plain_gpt() says no (a hook
+    registered, a module swapped while a generate_stream is paused) or under autocast (oneDNN's op ignores it).
+    pack=True (bf16): each Linear's weight is packed for oneDNN here, once; see onednn_linear for what it notices."""
 
     def __init__(self, model: GPT, pack: bool = False, onednn: bool = True) -> None:
-        self.model = model
-        linear = (lambda m: onednn_linear(m, pack)) if onednn else _plain_linear
-        self.blocks = [(b.ln_1, linear(b.attn.c_attn), linear(b.attn.c_proj), b.ln_2, linear(b.mlp.c_fc),
-                        b.mlp.gelu.approximate, linear(b.mlp.c_proj)) for b in model.transformer.h]  # fmt: skip
-        self.lm_head = linear(model.lm_head)
+        self.model, self.onednn = model, onednn
+        self.packed: dict[torch.nn.Module, object] = {}  # Linear → its packed onednn_linear (bf16)
+        if pack:
+            self.packed = {m: onednn_linear(m, pack=True) for m in model.modules() if type(m) is torch.nn.Linear}
+
+    def linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """module(x), as onednn_linear computes it (packed if packed at the start, F.linear for a Linear swapped in
+        since)."""
+        if module in self.packed:
+            return self.packed[module](x)
+        w, b = module.weight, module.bias
+        if self.onednn and not self.packed and _onednn_applies(x, w, b, torch.float32):
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return torch.nn.functional.linear(x, w, b)
 
     def __call__(
         self,
@@ -159,25 +176,29 @@ class EagerDecodeStep:
         attn_mask: torch.Tensor,
     ) -> torch.Tensor:
         """tok (B, 1) written at cache slot input_pos (1,) → logits (B, V); see decode_one_token."""
-        F = torch.nn.functional
-        cfg, t = self.model.config, self.model.transformer
+        model = self.model
+        if not is_plain_gpt(model) or torch.is_autocast_enabled(tok.device.type):
+            return decode_one_token(model, tok, cache, input_pos, position_ids, attn_mask)
+        F, linear = torch.nn.functional, self.linear
+        cfg, t = model.config, model.transformer
         B, C, H = tok.size(0), cfg.n_embd, cfg.n_head
         S = attn_mask.size(-1)  # the slots this step reads
         mask = None if bool(attn_mask.all()) else attn_mask  # SDPA's unmasked path: the same values, bit for bit
         pos = input_pos if position_ids is None else position_ids
         x = F.embedding(tok, t.wte.weight) + F.embedding(pos, t.wpe.weight)  # (B, 1, C)
-        for i, (ln_1, c_attn, attn_proj, ln_2, c_fc, approximate, mlp_proj) in enumerate(self.blocks):
+        for i, block in enumerate(t.h):
+            ln_1, attn, ln_2, mlp = block.ln_1, block.attn, block.ln_2, block.mlp
             h = F.layer_norm(x, ln_1.normalized_shape, ln_1.weight, ln_1.bias, ln_1.eps)
-            q, k, v = c_attn(h).view(B, 3, H, C // H).unbind(1)  # 3 × (B, H, D): one token, heads side by side
+            q, k, v = linear(attn.c_attn, h).view(B, 3, H, C // H).unbind(1)  # 3 × (B, H, D): heads side by side
             k_all, v_all = cache.update(i, input_pos, k[:, :, None], v[:, :, None])  # (B, H, max_len, D)
             y = F.scaled_dot_product_attention(
                 q[:, :, None], k_all[:, :, :S].to(q.dtype), v_all[:, :, :S].to(q.dtype), attn_mask=mask
             )  # (B, H, 1, D)
-            x = x + attn_proj(y.transpose(1, 2).reshape(B, 1, C))
+            x = x + linear(attn.c_proj, y.transpose(1, 2).reshape(B, 1, C))
             h = F.layer_norm(x, ln_2.normalized_shape, ln_2.weight, ln_2.bias, ln_2.eps)
-            x = x + mlp_proj(F.gelu(c_fc(h), approximate=approximate))
+            x = x + linear(mlp.c_proj, F.gelu(linear(mlp.c_fc, h), approximate=mlp.gelu.approximate))
         x = F.layer_norm(x, t.ln_f.normalized_shape, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps)
-        return self.lm_head(x)[:, -1, : cfg.vocab_size]  # (B, V): padding rows of the head dropped
+        return linear(model.lm_head, x)[:, -1, : cfg.vocab_size]  # (B, V): padding rows of the head dropped
 
 
 def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, generate
+from gpt import GPT, GPTConfig, generate, generate_stream
 from gpt.fast_decode import (
     ONEDNN_ENV,
     PACK_MIN_STEPS,
@@ -96,6 +96,10 @@ def test_onednn_linear_equals_f_linear_and_applies_only_to_few_rows_without_auto
     assert not ran(x9, lin)  # more than MAX_ROWS rows: F.linear
     assert not ran(x1, lin, grad=True)  # autograd on: F.linear (oneDNN's op has no backward)
     assert not ran(x1.bfloat16(), torch.nn.Linear(96, 300).bfloat16())  # bf16 unpacked: F.linear
+    for odd_bias in (torch.randn(600)[::2], torch.randn(1).expand(300)):  # oneDNN would read these as contiguous
+        lin.bias = torch.nn.Parameter(odd_bias)
+        with torch.inference_mode():
+            assert torch.equal(onednn_linear(lin)(x1), F.linear(x1, lin.weight, lin.bias))  # F.linear's own values
 
 
 @needs_onednn
@@ -195,6 +199,87 @@ def test_a_model_the_step_does_not_know_is_decoded_by_its_own_forward():
     assert not is_plain_gpt(odd)  # manual attention: the same maths, other roundings
     odd.transformer.h[1].attn.attn_impl = "sdpa"
     assert is_plain_gpt(odd) and not is_plain_gpt(odd.train())  # training mode: dropout
+
+
+def _model_forward_path(monkeypatch):
+    """generate() with every eager decode step through the model's own forward (what it did before EagerDecodeStep)."""
+    from gpt import fast_decode
+    from gpt.generate import decode_one_token
+
+    monkeypatch.setattr(fast_decode, "eager_step", lambda model, steps=0: functools.partial(decode_one_token, model))
+
+
+def _paused_then_changed(m, change, n=12):
+    """Tokens of a generate_stream over PROMPTS, with change(m) applied after its third token (while paused)."""
+    stream = generate_stream(m, PROMPTS, n, temperature=0)
+    tokens = [next(stream) for _ in range(3)]
+    change(m)
+    return torch.stack(tokens + list(stream)).tolist()
+
+
+def _swap_mlp_fc(m):
+    m.transformer.h[1].mlp.c_fc = torch.nn.Linear(48, 4 * 48)
+
+
+def _swap_ln_2(m):
+    m.transformer.h[1].ln_2 = torch.nn.LayerNorm(48, eps=0.5)
+
+
+def _swap_block(m):
+    from gpt.model import Block
+
+    m.transformer.h[0] = Block(m.config).eval()
+
+
+@pytest.mark.parametrize("change", [_swap_mlp_fc, _swap_ln_2, _swap_block], ids=["Linear", "LayerNorm", "Block"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_module_changed_while_a_stream_is_paused_is_used_from_the_next_step(monkeypatch, change, dtype):
+    torch.manual_seed(0)
+    state = sharp_model().to(dtype).state_dict()
+
+    def run():
+        m = sharp_model().to(dtype)
+        m.load_state_dict(state)
+        torch.manual_seed(1)  # the swapped-in module's initial weights
+        return _paused_then_changed(m, lambda m: (change(m), m.to(dtype)))
+
+    fast = run()
+    _model_forward_path(monkeypatch)
+    assert fast == run()
+
+
+def sharp_model_like(m):
+    """A fresh model with m's weights (no hooks)."""
+    c = GPT(m.config).eval()
+    c.load_state_dict(m.state_dict())
+    return c
+
+
+def test_a_hook_registered_while_a_stream_is_paused_is_called_at_every_later_step():
+    calls = []
+    m = sharp_model()
+    tokens = _paused_then_changed(m, lambda m: m.transformer.h[0].register_forward_hook(lambda *a: calls.append(1)))
+    assert len(calls) == 12 - 3  # the decode steps that computed tokens 4 to 12
+    assert tokens == torch.stack(list(generate_stream(sharp_model_like(m), PROMPTS, 12, temperature=0))).tolist()
+
+
+def test_a_class_level_forward_patch_or_autocast_runs_the_models_own_forward(monkeypatch):
+    from gpt.model import MLP
+
+    m = sharp_model()
+    idx = torch.randint(0, V, (1, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = generate(m, idx, 16, temperature=0)
+    original = MLP.forward
+    monkeypatch.setattr(MLP, "forward", lambda self, x: 2 * original(self, x))
+    assert not is_plain_gpt(m)
+    doubled = generate(m, idx, 16, temperature=0)
+    monkeypatch.setattr(MLP, "forward", original)
+    _model_forward_path(monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(generate(m, idx, 16, temperature=0), fast)  # oneDNN's op would ignore autocast
+    monkeypatch.setattr(MLP, "forward", lambda self, x: 2 * original(self, x))
+    assert torch.equal(generate(m, idx, 16, temperature=0), doubled)
 
 
 @needs_onednn
