@@ -148,8 +148,8 @@ class EagerDecodeStep:
     Why: at batch 1 a GPT-2 124M decode step spends ≈ 10-13 ms streaming 495 MB of fp32 weights, and the model's
     ≈ 160 module calls and per-Linear dispatch come on top: through the modules a step took ≈ 1.25× the time of its
     49 matrix-vector products alone, written out ≈ 1.2× (the rest: oneDNN's ≈ 12 µs a call, attention, LayerNorms);
-    generate() at fp32 batch 1 went from 1.67-1.70× to 1.82× HF in alternating bench/generate.py runs (2-core AMD
-    EPYC, issue 15).
+    generate() at fp32 batch 1 went from 1.67-1.70× to 1.80-1.90× HF in alternating bench/generate.py runs (2-core
+    AMD EPYC, issue 15); reading the model at every step (below) costs ≈ 1.5% of that back.
     What it skips is bookkeeping, not maths: same kernels, same order, so the logits equal model(...)'s with the
     same Linear kernels bit for bit (tests/test_fast_decode.py). Everything is read from the model at each step —
     modules, weights, settings — and a step runs the model's own forward instead when is_plain_gpt() says no (a hook
