@@ -209,6 +209,13 @@ def _model_forward_path(monkeypatch):
     monkeypatch.setattr(fast_decode, "eager_step", lambda model, steps=0: functools.partial(decode_one_token, model))
 
 
+def sharp_model_like(m):
+    """A fresh model with m's weights and dtype (no hooks, no swapped modules)."""
+    c = GPT(m.config).eval().to(next(m.parameters()).dtype)
+    c.load_state_dict(m.state_dict())
+    return c
+
+
 def _paused_then_changed(m, change, n=12):
     """Tokens of a generate_stream over PROMPTS, with change(m) applied after its third token (while paused)."""
     stream = generate_stream(m, PROMPTS, n, temperature=0)
@@ -234,25 +241,16 @@ def _swap_block(m):
 @pytest.mark.parametrize("change", [_swap_mlp_fc, _swap_ln_2, _swap_block], ids=["Linear", "LayerNorm", "Block"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_module_changed_while_a_stream_is_paused_is_used_from_the_next_step(monkeypatch, change, dtype):
-    torch.manual_seed(0)
-    state = sharp_model().to(dtype).state_dict()
+    reference = sharp_model().to(dtype)
 
     def run():
-        m = sharp_model().to(dtype)
-        m.load_state_dict(state)
+        m = sharp_model_like(reference)
         torch.manual_seed(1)  # the swapped-in module's initial weights
         return _paused_then_changed(m, lambda m: (change(m), m.to(dtype)))
 
     fast = run()
     _model_forward_path(monkeypatch)
     assert fast == run()
-
-
-def sharp_model_like(m):
-    """A fresh model with m's weights (no hooks)."""
-    c = GPT(m.config).eval()
-    c.load_state_dict(m.state_dict())
-    return c
 
 
 def test_a_hook_registered_while_a_stream_is_paused_is_called_at_every_later_step():
