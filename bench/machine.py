@@ -30,12 +30,24 @@ def cpu_flags() -> str:
     return " ".join(f for f in ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"] if f in flags)
 
 
+def isa_tier(flags: frozenset[str] | None = None) -> str:
+    """The best matmul instruction set of this CPU, one word: amx, avx512bf16, avx512, avx2 or base. One model name
+    covers several families ("AMD EPYC": Zen 3 with AVX2 only, Zen 4/5 with AVX-512 BF16), and the tier is what
+    decides which fast path wins, so it is part of a report's name. flags: /proc/cpuinfo's by default."""
+    flags = all_cpu_flags() if flags is None else flags
+    for tier, flag in [("amx", "amx_tile"), ("avx512bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")]:
+        if flag in flags:
+            return tier
+    return "base"
+
+
 def machine_name(device: str) -> str:
-    """A file name for this machine: the GPU model on CUDA, else the CPU model and the thread count."""
+    """A file name for this machine: the GPU model on CUDA, else the CPU model, its instruction-set tier and the
+    thread count (cpu-amd-epyc-avx2-2t)."""
     if device.startswith("cuda"):
         raw = torch.cuda.get_device_name(torch.device(device))
     else:
-        raw = f"cpu {cpu_model()} {torch.get_num_threads()}t"
+        raw = f"cpu {cpu_model()} {isa_tier()} {torch.get_num_threads()}t"
     return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
 
 

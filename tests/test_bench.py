@@ -118,3 +118,19 @@ def test_data_parallel_processes_split_the_batch_evenly_one_per_core_at_most():
     assert procs(16, 8, 128) == 8  # never more processes than sequences
     assert procs(6, 12, 128) == 6
     assert procs(1, 8, 128) == 1
+
+
+def test_a_report_is_named_by_the_cpus_instruction_set_tier():
+    # two "AMD EPYC" machines, Zen 3 (AVX2) and Zen 5 (AVX-512 BF16), must not overwrite each other's report
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from machine import isa_tier, machine_name
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert isa_tier(frozenset({"avx", "avx2", "fma"})) == "avx2"
+    assert isa_tier(frozenset({"avx2", "avx512f", "avx512bw"})) == "avx512"
+    assert isa_tier(frozenset({"avx2", "avx512f", "avx512_bf16"})) == "avx512bf16"
+    assert isa_tier(frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) == "amx"
+    assert isa_tier(frozenset()) == "base"
+    name = machine_name("cpu")
+    assert name.startswith("cpu-") and f"-{isa_tier()}-{torch.get_num_threads()}t" in name
