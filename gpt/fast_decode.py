@@ -7,14 +7,18 @@
     ids = generate(model, idx, 100, temperature=0, decoder=decoder)
 
 - EagerDecodeStep: generate()'s eager decode step on a CPU, the model's maths written out as plain function calls
-  (no module calls: ≈ 5-7% faster at 124M), with the Linear layers on oneDNN's kernel (onednn_linear): fp32 weights
-  stream ≈ 1.65-2× faster than through MKL's, bf16 weights (packed in oneDNN's layout for the call) ≈ 1.4× faster
-  than through F.linear (GPT_DECODE_ONEDNN=0 turns oneDNN off). A model with hooks, subclassed modules or manual
-  attention runs its own forward instead (is_plain_gpt).
-- prepare_for_decoding(): stores each fp32 Linear weight column-major, the layout both kernels read fastest. load_model
-  applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the CLI. In
-  place, keeping every Parameter object. Apply it before building an optimizer, never between two steps: torch's
-  fused AdamW on a CPU silently computes wrong updates when its state's layout differs from the parameter's
+  (no module calls: ≈ 5-7% faster at 124M), with each Linear of a decode step (≤ MAX_ROWS rows) on the fastest
+  kernel this machine has: gpt/matvec.c's (gpt/matvec.py: compiled on first use where a C compiler is, it streams
+  fp32 weights at ≈ 95% of a plain sum's speed; GPT_DECODE_MATVEC=0 turns it off), else oneDNN's (onednn_linear:
+  fp32 column-major ≈ 1.65-2× MKL's speed; bf16 packed in oneDNN's layout ≈ 1.4× F.linear where the CPU has AVX-512
+  BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. bf16 weights take oneDNN's packed kernel where the CPU
+  can pack them, else gpt/matvec.c's (widened to fp32 in registers). A model with hooks, subclassed modules or
+  manual attention runs its own forward instead (is_plain_gpt).
+- prepare_for_decoding(): where oneDNN decodes fp32 (no C compiler for gpt/matvec.c), stores each fp32 Linear weight
+  column-major, the layout oneDNN and MKL read fastest; gpt/matvec.c reads the plain layout, which it keeps.
+  load_model applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the
+  CLI. In place, keeping every Parameter object. Apply it before building an optimizer, never between two steps:
+  torch's fused AdamW on a CPU silently computes wrong updates when its state's layout differs from the parameter's
   (measured, torch 2.13); gpt.train.configure_optimizer puts the plain layout back before building its state.
 - CompiledDecoder: torch.compile of the one-token decode step with fixed shapes (the whole cache is read, masked),
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
@@ -24,7 +28,8 @@
   compiled step lost to eager.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
-the same weights; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is bound
+the same weights; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding
+is bound
 by streaming the weights (495 MB a token in fp32). Eager fp32 (column-major layout, oneDNN) ≈ 1.6-2.1× HF; compiled
 ≈ 2.4-3.3× HF in fp32 and ≈ 3.7-4.4× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per
 weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate, oneDNN at two
@@ -43,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from gpt import matvec
 from gpt.generate import decode_one_token
 from gpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
 
@@ -140,7 +146,9 @@ def is_plain_gpt(model: torch.nn.Module) -> bool:
 
 class EagerDecodeStep:
     """generate()'s eager decode step on a CPU, written out: decode_one_token's maths for one token per row, as
-    direct calls to the functions GPT.forward's modules call, with every Linear through onednn_linear.
+    direct calls to the functions GPT.forward's modules call, with every Linear through gpt/matvec.c's kernel
+    (kernel=True: fp32, or bf16 weights widened in the kernel) or oneDNN's (onednn=True: fp32 weights; pack=True: bf16
+    ones packed here), else F.linear.
 
     step = EagerDecodeStep(model)                       # once per generate() call
     logits = step(tok, cache, input_pos, position_ids, attn_mask)   # the arguments of decode_one_token
@@ -156,8 +164,8 @@ class EagerDecodeStep:
     registered, a module swapped while a generate_stream is paused) or under autocast (oneDNN's op ignores it).
     pack=True (bf16): each Linear's weight is packed for oneDNN here, once; see onednn_linear for what it notices."""
 
-    def __init__(self, model: GPT, pack: bool = False, onednn: bool = True) -> None:
-        self.model, self.onednn = model, onednn
+    def __init__(self, model: GPT, pack: bool = False, onednn: bool = True, kernel: bool = False) -> None:
+        self.model, self.onednn, self.kernel = model, onednn, kernel
         self.packed: dict[torch.nn.Module, object] = {}  # Linear → its packed onednn_linear (bf16)
         if pack:
             self.packed = {m: onednn_linear(m, pack=True) for m in model.modules() if type(m) is torch.nn.Linear}
@@ -177,13 +185,23 @@ class EagerDecodeStep:
         F, packed, linear_pointwise = torch.nn.functional, self.packed, torch.ops.mkldnn._linear_pointwise
         cfg, t = model.config, model.transformer
         B, C, H = tok.size(0), cfg.n_embd, cfg.n_head
-        onednn = self.onednn and B <= MAX_ROWS and tok.device.type == "cpu" and not torch.is_grad_enabled()
+        fast = B <= MAX_ROWS and tok.device.type == "cpu" and not torch.is_grad_enabled()
+        onednn, kernel = self.onednn and fast, self.kernel and fast
+        f32 = torch.float32
 
         def linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:  # module(x), see onednn_linear
             if module in packed:  # packed at the start (bf16); a Linear swapped in since is not
                 return packed[module](x)
             w, b = module.weight, module.bias
-            if onednn and w.dtype == x.dtype == torch.float32 and (b is None or b.is_contiguous()):
+            if (kernel and w.dim() == 2 and w.is_contiguous() and x.size(-1) == w.size(1)
+                    and (b is None or (b.shape == w.shape[:1] and b.device == w.device))):  # fmt: skip
+                # matvec.applies, its per-step parts checked above (rows, device, autograd)
+                if w.dtype == x.dtype == f32 and w.device == x.device and (b is None or b.dtype == f32):
+                    return matvec.linear(x.contiguous(), w, None if b is None else b.contiguous())
+                if w.dtype == x.dtype == torch.bfloat16 and w.device == x.device:  # widened to fp32 in the kernel
+                    y = matvec.linear(x.float(), w, None if b is None else b.float())
+                    return y.to(torch.bfloat16)  # rounded once, as F.linear's bf16 output is
+            if onednn and w.dtype == x.dtype == f32 and (b is None or b.is_contiguous()):
                 return linear_pointwise(x, w, b, "none", [], "")  # _onednn_applies, its per-step parts checked above
             return F.linear(x, w, b)
 
@@ -215,14 +233,14 @@ def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):
     if w.device.type != "cpu" or not is_plain_gpt(model):
         return functools.partial(decode_one_token, model)
     onednn = os.environ.get(ONEDNN_ENV, "1") != "0" and _onednn_available()
-    if onednn and w.dtype == torch.bfloat16:
-        if steps < PACK_MIN_STEPS:
-            return EagerDecodeStep(model, onednn=False)
+    if w.dtype == torch.float32:
+        return EagerDecodeStep(model, onednn=onednn, kernel=matvec.available())
+    if onednn and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
         try:
             return EagerDecodeStep(model, pack=True)
-        except RuntimeError:  # a oneDNN build or CPU that cannot pack bf16: F.linear as usual
-            return EagerDecodeStep(model, onednn=False)
-    return EagerDecodeStep(model, onednn=onednn and w.dtype == torch.float32)
+        except RuntimeError:  # a CPU oneDNN cannot pack bf16 for (no AVX-512 BF16 / AVX-NE-CONVERT): the kernel
+            pass
+    return EagerDecodeStep(model, onednn=False, kernel=w.dtype == torch.bfloat16 and matvec.available())
 
 
 @functools.cache
@@ -231,7 +249,8 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     generate() decodes eagerly instead — so that compiling is never the slower choice.
 
     CUDA: always (CUDA graphs). CPU: batch 1 only — at batch 8 the rows go to MKL / oneDNN either way, and compiled
-    bf16 lost to eager (bench/results/cpu-amd-epyc-avx512bf16-2t.md: 1.95× vs 2.54× HF). And on a CPU with AMX (Intel Sapphire
+    bf16 lost to eager (bench/results/cpu-amd-epyc-avx512bf16-2t.md: 1.95× vs 2.54× HF). And on a CPU with AMX (Intel
+    Sapphire
     Rapids and later) bf16 weights only: there MKL's fp32 kernel streams as fast as the compiled loop (issue 15,
     2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29× vs eager 0.98×).
     Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
@@ -245,10 +264,18 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     return batch_size == 1 and (not amx or dtype == torch.bfloat16)
 
 
+def column_major_pays() -> bool:
+    """Whether fp32 weights decode faster column-major on this machine: where gpt/matvec.c cannot be built (no C
+    compiler, another OpenMP runtime), so that oneDNN's kernel streams them; the C kernel reads nn.Linear's own
+    row-major layout."""
+    return not matvec.available()
+
+
 def uses_column_major(model: GPT, compile: bool = False) -> bool:
-    """Whether prepare_for_decoding stores the Linear weights column-major: fp32 on a CPU, decoded eagerly."""
+    """Whether prepare_for_decoding stores the Linear weights column-major: fp32 on a CPU, decoded eagerly by
+    oneDNN (column_major_pays)."""
     w = model.lm_head.weight
-    return not compile and w.device.type == "cpu" and w.dtype == torch.float32
+    return not compile and w.device.type == "cpu" and w.dtype == torch.float32 and column_major_pays()
 
 
 @torch.no_grad()
@@ -256,10 +283,11 @@ def prepare_for_decoding(model: GPT, compile: bool = False) -> GPT:
     """Lay the weights out for fast decoding, in place (same values, shapes, names and Parameter objects); returns
     model. Cheap when already done: it only checks strides.
 
-    Eager decoding on a CPU in fp32: each nn.Linear weight (out, in) is stored column-major, i.e. as the
-    contiguous (in, out) matrix it is the transpose of. Both kernels stream that layout faster — MKL's x @ W ≈ 1.3×
-    its x @ Wᵀ, oneDNN's (onednn_linear) 37.5-38 vs 32-33 GB/s — and streaming weights is what a decode step costs.
-    The price is one copy of each weight, once. Everything else (bf16, whose oneDNN kernel prefers the row-major
+    Eager decoding on a CPU in fp32 where gpt/matvec.c cannot be built (column_major_pays): each nn.Linear weight
+    (out, in) is stored column-major, i.e. as the contiguous (in, out) matrix it is the transpose of. Both library
+    kernels stream that layout faster — MKL's x @ W ≈ 1.3× its x @ Wᵀ, oneDNN's (onednn_linear) 37.5-38 vs 32-33
+    GB/s — and streaming weights is what a decode step costs. The price is one copy of each weight, once.
+    Everything else (gpt/matvec.c's kernel, which streams rows; bf16, whose oneDNN kernel prefers the row-major
     layout; compile=True, a compiled CPU step, whose fused loops read rows; GPUs) gets the plain row-major layout
     back if it had the other one.
     The Parameter objects stay (only their .data changes) and the model still trains: gradients and an optimizer

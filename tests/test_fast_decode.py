@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, generate, generate_stream
+from gpt import GPT, GPTConfig, generate, generate_stream, matvec
 from gpt.fast_decode import (
     ONEDNN_ENV,
     PACK_MIN_STEPS,
@@ -33,15 +33,46 @@ def sharp_model(**overrides) -> GPT:
     return m
 
 
-def test_decoding_layout_changes_storage_not_values():
+def _kernel_off(monkeypatch, off: bool = True):
+    """As on a machine where gpt/matvec.c cannot be built (no C compiler): GPT_DECODE_MATVEC=0, until the test ends."""
+    if off:
+        monkeypatch.setenv(matvec.MATVEC_ENV, "0")
+    matvec._library.cache_clear()
+    yield
+    monkeypatch.delenv(matvec.MATVEC_ENV, raising=False)
+    matvec._library.cache_clear()
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    yield from _kernel_off(monkeypatch)
+
+
+@pytest.fixture(params=["kernel", "no kernel"])
+def kernel(request, monkeypatch):
+    """Each test twice: with gpt/matvec.c's kernel (where it builds here) and without it. Yields whether it is on."""
+    if request.param == "kernel" and not matvec.available():
+        pytest.skip("gpt/matvec.c cannot be built here")
+    for _ in _kernel_off(monkeypatch, off=request.param == "no kernel"):
+        yield request.param == "kernel"
+
+
+def column_major(w: torch.Tensor) -> bool:
+    """(out, in) tensor stored as (in, out): the layout oneDNN streams fastest."""
+    return w.t().is_contiguous() and not w.is_contiguous()
+
+
+def test_decoding_layout_changes_storage_not_values(kernel):
     model = sharp_model()
     m = GPT(GPTConfig(**TINY)).eval()
     m.load_state_dict(model.state_dict())
     idx = torch.randint(0, V, (2, 8))
     before = generate(m, idx, 20, temperature=0)
+    m.transformer.h[1].attn.c_attn.weight.data = m.transformer.h[1].attn.c_attn.weight.data.t().contiguous().t()
     prepare_for_decoding(m)
-    w = m.transformer.h[0].mlp.c_fc.weight
-    assert w.shape == (4 * 48, 48) and w.t().is_contiguous()  # (out, in) tensor stored as (in, out)
+    for w in (m.transformer.h[0].mlp.c_fc.weight, m.transformer.h[1].attn.c_attn.weight):
+        # the kernel reads the plain layout (and gets it back); oneDNN the column-major one
+        assert w.shape[1] == 48 and column_major(w) == (not kernel)
     assert m.lm_head.weight is m.transformer.wte.weight  # still tied
     assert torch.equal(m.state_dict()["lm_head.weight"], model.state_dict()["lm_head.weight"])
     assert torch.equal(generate(m, idx, 20, temperature=0), before)
@@ -66,6 +97,10 @@ def _ran_onednn(fn) -> bool:
 
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+needs_onednn_bf16 = pytest.mark.skipif(
+    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    reason="oneDNN packs bf16 weights only on a CPU with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT",
+)
 
 
 @needs_onednn
@@ -102,7 +137,7 @@ def test_onednn_linear_equals_f_linear_and_applies_only_to_few_rows_without_auto
             assert torch.equal(onednn_linear(lin)(x1), F.linear(x1, lin.weight, lin.bias))  # F.linear's own values
 
 
-@needs_onednn
+@needs_onednn_bf16
 def test_packed_bf16_linear_equals_f_linear_and_notices_a_changed_weight():
     F = torch.nn.functional
     lin = torch.nn.Linear(96, 300).bfloat16()
@@ -160,6 +195,9 @@ def test_the_written_out_step_computes_what_the_model_computes(overrides):
         assert torch.equal(_step_logits(EagerDecodeStep(m, onednn=False), m, prompts), reference)
         if torch.backends.mkldnn.is_available():  # oneDNN's kernel: the same to fp32 rounding
             torch.testing.assert_close(_step_logits(EagerDecodeStep(m), m, prompts), reference, rtol=1e-5, atol=1e-4)
+        if matvec.available():  # gpt/matvec.c's kernel: the same to fp32 rounding
+            step = EagerDecodeStep(m, onednn=False, kernel=True)
+            torch.testing.assert_close(_step_logits(step, m, prompts), reference, rtol=1e-5, atol=1e-4)
 
 
 def test_the_written_out_step_reads_the_weights_at_each_call():
@@ -281,7 +319,7 @@ def test_a_class_level_forward_patch_or_autocast_runs_the_models_own_forward(mon
 
 
 @needs_onednn
-def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
+def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch, no_kernel):
     m = sharp_model()
     prepare_for_decoding(m)  # the layout load_model gives an fp32 model on a CPU
     idx = torch.randint(0, V, (2, 8))
@@ -298,7 +336,7 @@ def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch):
     assert torch.equal(generate(m, idx, 30, temperature=0, use_cache=False), fast)  # the uncached reference
 
 
-@needs_onednn
+@needs_onednn_bf16
 def test_bf16_eager_decoding_packs_only_for_enough_steps_and_gives_the_same_tokens(monkeypatch):
     m = sharp_model().to(torch.bfloat16)
     idx = torch.randint(0, V, (2, 8))
@@ -310,12 +348,47 @@ def test_bf16_eager_decoding_packs_only_for_enough_steps_and_gives_the_same_toke
     assert torch.equal(generate(m, idx, 40, temperature=0), packed)
 
 
+def _kernel_calls(monkeypatch) -> list:
+    """Records the weight dtype of each call of gpt/matvec.c's kernel (the real one runs)."""
+    calls, real = [], matvec.linear
+    monkeypatch.setattr(matvec, "linear", lambda x, w, b=None: calls.append(w.dtype) or real(x, w, b))
+    return calls
+
+
+@pytest.mark.skipif(not matvec.available(), reason="gpt/matvec.c cannot be built here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_kernel_decodes_to_the_same_tokens_as_f_linear(monkeypatch, dtype):
+    m = sharp_model(context_length=64).to(dtype)  # room for every token: no re-prefill of a full window
+    idx = torch.randint(0, V, (2, 8))
+    packs_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    calls = _kernel_calls(monkeypatch)
+    fast, padded = generate(m, idx, PACK_MIN_STEPS + 2, temperature=0), generate(m, PROMPTS, 20, temperature=0)
+    n_linear = 2 * 4 + 1  # Linears a decode step runs: 4 a block, and the head
+    if dtype == torch.float32 or not packs_bf16:  # bf16: where oneDNN cannot pack it (no AVX-512 BF16 / NE-CONVERT)
+        assert calls.count(dtype) == n_linear * (PACK_MIN_STEPS + 1 + 19)  # every decode step, both calls
+    else:
+        assert not calls
+    calls.clear()
+    generate(m, torch.randint(0, V, (9, 8)), 3, temperature=0)  # more rows than MAX_ROWS: GEMMs (MKL)
+    assert not calls
+    monkeypatch.setenv(matvec.MATVEC_ENV, "0")
+    monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear, the model's own kernels
+    matvec._library.cache_clear()
+    try:
+        assert torch.equal(generate(m, idx, PACK_MIN_STEPS + 2, temperature=0), fast)
+        assert generate(m, PROMPTS, 20, temperature=0) == padded
+        assert not calls
+    finally:
+        monkeypatch.delenv(matvec.MATVEC_ENV)
+        matvec._library.cache_clear()
+
+
 # ---- the default path: load_model lays the weights out for decoding ----------------------------------------------
-def test_load_model_then_generate_is_fast_and_equals_hf_greedy(hf_dir, hf_reference, tmp_path):
+def test_load_model_then_generate_is_fast_and_equals_hf_greedy(hf_dir, hf_reference, tmp_path, kernel):
     converted = convert_hf(hf_dir)
     model = load_model(save_state_dict(converted.config, converted.state_dict, tmp_path / "m.safetensors"))
     w = model.transformer.h[0].attn.c_attn.weight
-    assert w.t().is_contiguous() and not w.is_contiguous()  # laid out for MKL's x @ W at load
+    assert column_major(w) == (not kernel)  # laid out at load for oneDNN; the kernel reads the file's layout
     assert model.lm_head.weight is model.transformer.wte.weight
     idx = torch.tensor([[464, 3290, 286, 1204, 318]])
     ours = generate(model, idx, 24, temperature=0)
@@ -328,12 +401,12 @@ def test_load_model_then_generate_is_fast_and_equals_hf_greedy(hf_dir, hf_refere
     assert torch.equal(generate(plain, idx, 24, temperature=0), ours)
 
 
-def test_a_bf16_file_loaded_as_fp32_gets_the_decode_layout(tmp_path):
+def test_a_bf16_file_loaded_as_fp32_gets_the_decode_layout(tmp_path, kernel):
     m = sharp_model().to(torch.bfloat16)
     path = save_model(m, tmp_path / "bf16.safetensors")
     loaded = load_model(path, dtype="float32")
     w = loaded.transformer.h[1].mlp.c_proj.weight
-    assert w.dtype == torch.float32 and w.t().is_contiguous() and not w.is_contiguous()
+    assert w.dtype == torch.float32 and column_major(w) == (not kernel)
     for name, t in m.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], t.float()), name
     assert loaded.transformer.h[0].ln_1.bias.dtype == torch.float32
@@ -349,7 +422,7 @@ def train_two_steps(model, opt, x):
 
 
 @pytest.mark.parametrize("how", ["user's fused AdamW", "configure_optimizer"])
-def test_a_loaded_model_trains_like_a_plain_one(tmp_path, how):
+def test_a_loaded_model_trains_like_a_plain_one(tmp_path, how, no_kernel):  # the column-major layout
     # fused AdamW on a CPU assumes its state has the parameter's layout: built after load_model it does, and
     # configure_optimizer puts the plain layout back first. Either way: the same weights as a plain model's.
     path = save_model(sharp_model(), tmp_path / "m.safetensors")

@@ -145,10 +145,11 @@ def load_model(
     """Load a saved GPT in eval mode, holding one copy of the weights: the model is built on the meta device
     (no memory), and each tensor read from the file is assigned in place of its placeholder, not copied into it.
 
-    layout "decode" (default): lay the weights out for generate() with gpt.fast_decode.prepare_for_decoding — on a
-    CPU in fp32 each Linear weight is stored column-major (same values, names and shapes; MKL streams it ≈1.2-1.4×
-    faster at batch 1; one copy of the weights at load). The model still trains: an optimizer built afterwards keeps its state in
-    the same layout (gpt.train.configure_optimizer restores the plain one first). "plain": the file's layout."""
+    layout "decode" (default): lay the weights out for generate() as gpt.fast_decode.prepare_for_decoding does. On a
+    CPU in fp32 that is the file's own layout where gpt/matvec.c's kernel runs (zero-copy, below), else each Linear
+    weight is stored column-major (same values, names and shapes; oneDNN and MKL stream it ≈1.2-1.4× faster at
+    batch 1; one copy of the weights at load). The model still trains: an optimizer built afterwards keeps its state
+    in the same layout (gpt.train.configure_optimizer restores the plain one first). "plain": the file's layout."""
     if layout not in ("decode", "plain"):
         raise ValueError(f"layout must be 'decode' or 'plain', got {layout!r}")
     path = resolve_weights_path(path)
@@ -158,7 +159,9 @@ def load_model(
         model = GPT(config)
     on_cpu = torch.device(device).type == "cpu"
     cpu_fp32 = on_cpu and (dtype == torch.float32 or (dtype is None and _file_is_fp32(path)))
-    if layout == "decode" and cpu_fp32:
+    from gpt.fast_decode import column_major_pays
+
+    if layout == "decode" and cpu_fp32 and column_major_pays():
         # The decode layout (gpt/fast_decode.py): each matrix but the position table copied column-major as it is
         # read; vectors and wpe stay zero-copy views of the mapped file.
         with safe_open(str(path), framework="pt") as f:

@@ -1,0 +1,128 @@
+"""gpt/matvec.c through gpt/matvec.py: the decode step's matrix-vector kernel computes F.linear, is built once per
+machine (and safely by several processes at once), shares torch's OpenMP runtime, and stands aside cleanly where
+it cannot be built."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt import matvec
+
+ROOT = Path(__file__).resolve().parents[1]
+F = torch.nn.functional
+
+needs_kernel = pytest.mark.skipif(not matvec.available(), reason="gpt/matvec.c cannot be built here (no C compiler?)")
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})  # fmt: skip
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, k", [(300, 96), (7, 13), (1, 5), (2304, 768), (50, 3072)])
+def test_the_kernel_computes_f_linear(n, k, dtype):
+    g = torch.Generator().manual_seed(n * k)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g)
+    for rows in range(1, matvec.MAX_ROWS + 1):  # 1 to 8 rows: the pairs of rows and an odd last one
+        x = torch.randn(rows, k, generator=g)
+        for bias in (b, None):
+            assert matvec.applies(x, w, bias)
+            y = matvec.linear(x, w, bias)
+            ref = F.linear(x.double(), w.double(), None if bias is None else bias.double())  # exact products
+            assert y.dtype == torch.float32 and y.shape == (rows, n)
+            torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * k**0.5)
+    x3 = torch.randn(2, 1, k, generator=g)  # (B, 1, K), as a decode step has it
+    torch.testing.assert_close(matvec.linear(x3, w, b), F.linear(x3, w.float(), b), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+def test_each_output_is_one_threads_sum_so_the_thread_count_does_not_change_a_bit():
+    w, x, b = torch.randn(1000, 768), torch.randn(3, 768), torch.randn(1000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = matvec.linear(x, w, b)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(matvec.linear(x, w, b), one)
+
+
+def test_the_kernel_applies_only_to_what_it_computes():
+    w, x, b = torch.randn(300, 96), torch.randn(1, 96), torch.randn(300)
+    assert matvec.applies(x, w, b) and matvec.applies(x, w.bfloat16(), b) and matvec.applies(x, w, None)
+    assert not matvec.applies(torch.randn(9, 96), w, b)  # more than MAX_ROWS rows: a GEMM's job
+    assert not matvec.applies(x, w.t().contiguous().t(), b)  # column-major weight
+    assert not matvec.applies(x, w, torch.randn(600)[::2])  # strided bias
+    assert not matvec.applies(x, w, b.bfloat16())  # the kernel adds an fp32 bias
+    assert not matvec.applies(x.bfloat16(), w, b)  # it reads fp32 inputs
+    assert not matvec.applies(torch.randn(1, 95), w, b)  # shapes that do not fit
+    assert not matvec.applies(x, w, torch.randn(299))
+    assert not matvec.applies(x, w.half(), b)
+    wg = w.clone().requires_grad_()
+    assert not matvec.applies(x, wg, b)  # autograd: the kernel has no backward
+    with torch.no_grad():
+        assert matvec.applies(x, wg, b)
+
+
+@needs_kernel
+def test_one_build_per_machine_reused_by_later_processes_and_raced_safely(tmp_path):
+    # several processes at once into an empty cache (DDP ranks, test workers), then one more that finds the build
+    code = "from gpt import matvec; assert matvec.available(); import torch; print(matvec._build_path())"
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    env_all = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env_all) for _ in range(3)]  # fmt: skip
+    paths = set()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        paths.add(out.strip())
+    assert len(paths) == 1
+    lib = Path(paths.pop())
+    assert lib.parent == tmp_path / "gpt2-from-scratch" and lib.suffix == ".so"
+    assert [f.name for f in lib.parent.iterdir()] == [lib.name]  # no temporary file left behind
+    built = lib.stat().st_mtime_ns
+    r = run_python(code, **env)
+    assert r.returncode == 0 and r.stdout.strip() == str(lib) and lib.stat().st_mtime_ns == built  # not rebuilt
+
+
+@needs_kernel
+def test_a_damaged_cached_build_is_rebuilt(tmp_path):
+    code = "from gpt import matvec; print(matvec.available(), matvec._build_path())"
+    r = run_python(code, XDG_CACHE_HOME=str(tmp_path))
+    lib = Path(r.stdout.split()[1])
+    lib.write_bytes(lib.read_bytes()[:1000])  # what a full disk or a foreign copy could leave
+    r = run_python(code, XDG_CACHE_HOME=str(tmp_path))
+    assert r.returncode == 0 and r.stdout.split()[0] == "True", r.stderr
+    assert lib.stat().st_size > 1000
+
+
+@needs_kernel
+def test_the_kernel_runs_on_torchs_own_openmp_runtime():
+    code = ("import torch; from gpt import matvec; before = matvec._openmp_runtimes(); assert matvec.available(); "
+            "matvec.linear(torch.randn(1, 64), torch.randn(64, 64)); print(before == matvec._openmp_runtimes(), "
+            "len(before))")  # fmt: skip
+    r = run_python(code)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "1"], r.stderr  # one runtime, the one torch loaded
+
+
+@pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"GPT_DECODE_MATVEC": "0"}], ids=["no compiler", "off"])
+def test_without_the_kernel_decoding_falls_back_and_gives_the_same_tokens(tmp_path, env):
+    code = ("import torch; from gpt import GPT, GPTConfig, generate, matvec; torch.manual_seed(0); "
+            "m = GPT(GPTConfig(vocab_size=97, context_length=32, n_layer=2, n_head=3, n_embd=48)).eval(); "
+            "print(matvec.available(), generate(m, torch.tensor([[1, 2, 3]]), 12, temperature=0).tolist())"
+            )  # fmt: skip
+    r = run_python(code, XDG_CACHE_HOME=str(tmp_path), **env)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    available, tokens = r.stdout.split(" ", 1)
+    assert available == "False" and not list(tmp_path.rglob("*.so"))
+    if matvec.available():
+        r = run_python(code, XDG_CACHE_HOME=str(tmp_path))
+        assert r.stdout.split(" ", 1) == ["True", tokens]  # the kernel's tokens: the same
