@@ -46,6 +46,15 @@ def check_goals(results: dict) -> list[Goal]:
         if r["model"] == "ours" and r["dtype"] == "bf16" and "bf16" in hf:
             ratio = r["tokens_per_sec"] / hf["bf16"]
             out.append(Goal("training bf16: × HF", ratio, "≥ 1.50×", ratio >= 1.5))
+        if (
+            r["model"] == "ours"
+            and r["dtype"] == "fp32"
+            and "fp32" in hf
+            and not results["train"].get("native_bf16", 1)
+        ):
+            # no native bf16 here: one trains in fp32, so the goal is read for fp32 (the report says so)
+            ratio = r["tokens_per_sec"] / hf["fp32"]
+            out.append(Goal("training fp32 (this CPU has no native bf16): × HF", ratio, "≥ 1.50×", ratio >= 1.5))
     check = results.get("train", {}).get("compile_check")
     if check and "compile_pays" in results["train"]:
         ratio, pays = check["compiled_tok_s"] / check["eager_tok_s"], results["train"]["compile_pays"]

@@ -64,8 +64,8 @@ def run_peak(args) -> dict:
     """Per dtype: the best FLOP/s of a sweep of the training step's own matmul shapes and large squares."""
     config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
     B, T = train_shape(args)
-    shapes = bench_train.peak_shapes(config, B * T, args.device)
-    sweep = {d: bench_train.measure_matmul_peak(dt, shapes, repeats=args.repeats, device=args.device)
+    sweep = {d: bench_train.measure_matmul_peak(dt, bench_train.peak_shapes(config, B * T, args.device, dt),
+                                                repeats=args.repeats, device=args.device)
              for d, dt in DTYPE_NAMES.items()}  # fmt: skip
     return {**{d: max(s.values()) for d, s in sweep.items()}, "sweep": sweep}
 
@@ -98,12 +98,16 @@ def run_train(args, peaks: dict | None) -> dict:
     config = SMOKE_CONFIG if args.smoke else GPTConfig.from_preset("124M")
     B, T = train_shape(args)
     dtypes = ("bf16",) if cuda else ("bf16", "fp32")  # fp32 is not how anyone trains on a GPU
+    native_bf16 = bench_train.fast_dtype(args.device) == "bf16"
+    if not native_bf16:  # emulated bf16 matmuls: a 124M bf16 step takes most of a minute; fp32 is how one trains here
+        dtypes = ("fp32",)
     out = {
         "batch_size": B,
         "seq_len": T,
         "rows": [],
         "model": "a tiny smoke-test GPT" if args.smoke else "GPT-2 124M",
         "compile_pays": compile_pays(torch.device(args.device)),
+        "native_bf16": native_bf16,
     }  # what scripts/pretrain.py does with compile: true
     for d in dtypes:  # one dtype at a time: at most four models and their optimizer states in memory
         # on a GPU both models are compiled, as a real run would be; on a CPU both run eager, as scripts/pretrain.py
@@ -131,8 +135,9 @@ def run_train(args, peaks: dict | None) -> dict:
     if not cuda and not (args.quick or args.smoke):
         # what `compile: true` would give on this CPU, so that compile_pays()'s answer is checked against it; in a
         # process of its own, as a compiled model slows the eager steps that follow it (bench/train.py compile_check)
-        log("  train bf16: ours eager vs compiled, in another process (compiling)")
-        cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--compile-check", "--dtypes", "bf16",
+        d = bench_train.fast_dtype(args.device)
+        log(f"  train {d}: ours eager vs compiled, in another process (compiling)")
+        cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--compile-check", "--dtypes", d,
                "--batch-size", str(B), "--seq-len", str(T), "--repeats", str(args.repeats)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
         if done.returncode != 0:
@@ -206,9 +211,14 @@ def markdown(env: dict, results: dict) -> str:
               ""]  # fmt: skip
         if "sweep" in p:
             L += ["| (M×K)·(K×N) | bf16 TFLOP/s | fp32 TFLOP/s |", "|---|---:|---:|"]
-            for shape in p["sweep"]["bf16"]:
-                L += [f"| {shape} | {p['sweep']['bf16'][shape] / 1e12:.3f} | {p['sweep']['fp32'][shape] / 1e12:.3f} |"]
+            for shape in p["sweep"]["fp32"]:
+                bf16 = p["sweep"]["bf16"].get(shape)
+                L += [f"| {shape} | {'–' if bf16 is None else f'{bf16 / 1e12:.3f}'} | "
+                      f"{p['sweep']['fp32'][shape] / 1e12:.3f} |"]  # fmt: skip
             L += [""]
+            if len(p["sweep"]["bf16"]) < len(p["sweep"]["fp32"]):
+                L += ["–: not measured; bf16 is emulated on this CPU (no AVX-512 BF16 or AMX), where a 2048² "
+                      "product takes half a minute.", ""]  # fmt: skip
     if "decode" in results:
         d = results["decode"]
         bw = d["bandwidth"]
@@ -232,6 +242,10 @@ def markdown(env: dict, results: dict) -> str:
         L += [f"B = {t['batch_size']}, T = {t['seq_len']} ({t['batch_size'] * t['seq_len']:,} tokens per step); a step "
               "is forward + loss + backward + clip + AdamW. MFU = tokens/s × FLOPs per token (6N + attention, "
               "gpt/train/config.py) / peak.", ""]  # fmt: skip
+        if not t.get("native_bf16", True):
+            L += ["No bf16 rows: this CPU has no native bf16 matmul (no AVX-512 BF16 or AMX), so torch emulates it "
+                  "several times slower than fp32 (gpt/train/device.py: native_bf16_matmul); one trains in fp32 "
+                  "here, and scripts/pretrain.py warns when bf16 is asked for.", ""]  # fmt: skip
         L += ["| model | dtype | tokens/s | step (s) | × HF | MFU (measured peak) | MFU (datasheet peak) |"]
         L += ["|---|---|---:|---:|---:|---:|---:|"]
         hf = {r["dtype"]: r["tokens_per_sec"] for r in t["rows"] if r["model"].startswith("hf")}

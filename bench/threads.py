@@ -82,7 +82,7 @@ def _ddp_worker(seconds: float, smoke: bool) -> None:
     world, rank = dist.get_world_size(), dist.get_rank()
     torch.set_num_threads(cpu_threads(world))  # as scripts/pretrain.py does under torchrun
     config, B, T = _tiny_case(smoke)
-    case = bench_train.build_case("ours", "bf16", B // world, T, config=config, ddp=True)
+    case = bench_train.build_case("ours", bench_train.fast_dtype(), B // world, T, config=config, ddp=True)
     case.step()  # warm-up
     go = torch.ones(1, dtype=torch.int64)
     n, t0 = 0, time.perf_counter()
@@ -115,7 +115,7 @@ def measure_threads(seconds: float = 6.0, smoke: bool = False, log=print) -> dic
 
     cores = len(os.sched_getaffinity(0))
     config, B, T = _tiny_case(smoke)
-    case = bench_train.build_case("ours", "bf16", B, T, config=config)
+    case = bench_train.build_case("ours", bench_train.fast_dtype(), B, T, config=config)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "GPT_THREADS")}
     procs = data_parallel_procs(cores, B, T)
     with competitor(cores, env, settle=2.0):  # what a run would read beside it
@@ -144,7 +144,11 @@ def measure_threads(seconds: float = 6.0, smoke: bool = False, log=print) -> dic
         torch.set_num_threads(before)
     quiet_best = max(r["quiet_tok_s"] for r in rows)
     best = max(rows[1:], key=lambda r: r["busy_tok_s"])  # the library's choices: cpu_threads(), data parallel
-    model = "a tiny smoke-test GPT" if smoke else "configs/tiny.yaml's model (7.2M), bf16, B=8, T=128"
+    model = (
+        "a tiny smoke-test GPT"
+        if smoke
+        else f"configs/tiny.yaml's model (7.2M), {bench_train.fast_dtype()}, B=8, T=128"
+    )
     return {"cores": cores, "rows": rows, "quiet_tok_s": quiet_best, "busy_tok_s": best["busy_tok_s"],
             "busy_choice": best["threads"], "model": model}  # fmt: skip
 

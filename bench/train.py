@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gpt import GPT, GPTConfig
-from gpt.train import configure_optimizer, flops_per_token, param_groups
+from gpt.train import configure_optimizer, flops_per_token, native_bf16_matmul, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -40,11 +40,22 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def peak_shapes(config: GPTConfig, tokens: int, device: str = "cpu") -> list[tuple[int, int, int]]:
+def fast_dtype(device: str = "cpu") -> str:
+    """ "bf16" where bf16 matmuls run natively (gpt.train.native_bf16_matmul), else "fp32": the dtype a tiny or
+    threads benchmark trains in, as scripts/pretrain.py with dtype auto would be told to."""
+    return "bf16" if native_bf16_matmul(torch.device(device)) else "fp32"
+
+
+def peak_shapes(
+    config: GPTConfig, tokens: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> list[tuple[int, int, int]]:
     """(M, K, N) matmuls for the peak sweep: the model's own, with M = B·T tokens — qkv (C → 3C), MLP up (C → 4C)
     and down (4C → C), the head (C → padded vocab) — and large squares (2048² and 4096² on a CPU, 8192² on a GPU)."""
     C, Vp = config.n_embd, config.padded_vocab_size
     squares = (8192,) if str(device).startswith("cuda") else (2048, 4096)
+    if dtype == torch.bfloat16 and not native_bf16_matmul(torch.device(device)):
+        squares = ()  # emulated bf16 (no AVX-512 BF16 / AMX): a 2048² product takes 30 s, 4096² minutes; the model's
+        # own shapes give the peak the MFU needs
     if C < 256:  # smoke-test shapes
         squares = (256,)
     return [(tokens, C, 3 * C), (tokens, C, 4 * C), (tokens, 4 * C, C), (tokens, C, Vp)] + [(n, n, n) for n in squares]

@@ -38,6 +38,7 @@ from gpt.train import (
     TrainConfig,
     apply_overrides,
     autocast_dtype,
+    bf16_warning,
     compile_pays,
     configure_optimizer,
     data_parallel_split,
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         torch.set_num_threads(threads)
     amp_dtype = autocast_dtype(cfg, device)
+    if master and bf16_warning(amp_dtype, device):
+        print(bf16_warning(amp_dtype, device), file=sys.stderr, flush=True)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
     # on GPUs the plain logits + cross-entropy path is the well-trodden one, and torch.compile fuses it.

@@ -246,3 +246,18 @@ def test_under_torchrun_a_forwarded_signal_is_the_same_stop_request(grace, wait,
         assert r.stdout == f"alive {int(signal.SIGINT)}\n"
     else:  # without it (a plain python run) the forward would have been the second Ctrl-C
         assert r.stdout == ""
+
+
+def test_bf16_autocast_on_a_cpu_without_native_bf16_is_warned_about_with_the_fix():
+    from gpt.fast_decode import cpu_flags
+    from gpt.train import bf16_warning, native_bf16_matmul
+
+    cpu = torch.device("cpu")
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())  # AVX2-only CPUs (AMD Zen 3) emulate bf16 matmuls
+    assert native_bf16_matmul(cpu) == native
+    assert bf16_warning(torch.float32, cpu) is None
+    warning = bf16_warning(torch.bfloat16, cpu)
+    if native:
+        assert warning is None
+    else:
+        assert warning.startswith("warning: ") and "--dtype float32" in warning

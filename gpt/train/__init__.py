@@ -20,9 +20,11 @@ from gpt.train.device import (
     CudaGuardError,
     DistInfo,
     autocast_dtype,
+    bf16_warning,
     compile_pays,
     cuda_guard_message,
     dist_info_from_env,
+    native_bf16_matmul,
     resolve_device,
 )
 from gpt.train.mfu import device_peak_flops, estimate_mfu, flops_per_token
@@ -42,6 +44,8 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "autocast_dtype",
+    "bf16_warning",
+    "native_bf16_matmul",
     "batch_size_for",
     "build_arg_parser",
     "compile_pays",
