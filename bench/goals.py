@@ -59,9 +59,11 @@ def check_goals(results: dict) -> list[Goal]:
     if check and "compile_pays" in results["train"]:
         ratio, pays = check["compiled_tok_s"] / check["eager_tok_s"], results["train"]["compile_pays"]
         choice = "compiles" if pays else "trains eagerly"
-        # met when the rule agrees with the measurement: compiling where it is ≥ 0.97× eager, eager where not
+        # met when the rule's choice is not the slower one, within 3% of noise: it compiles where compiled is
+        # ≥ 0.97× eager, it trains eagerly where compiled is ≤ 1.03× (between the two, either choice is right)
+        right = ratio >= 0.97 if pays else ratio <= 1.03
         out.append(Goal(f"training {check['dtype']}: torch.compile × eager (`compile: true` here {choice})", ratio,
-                        "compiled where ≥ 0.97×, else eager", (ratio >= 0.97) == pays))  # fmt: skip
+                        "never the slower choice (± 0.03×)", right))  # fmt: skip
     mfus = [r["mfu_measured_peak"] for r in train if "mfu_measured_peak" in r]
     if mfus:
         out.append(Goal("MFU against the swept peak is a share (sanity)", max(mfus), "≤ 100%", max(mfus) <= 1.0))

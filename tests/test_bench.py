@@ -30,7 +30,7 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     data = json.loads(out.with_suffix(".json").read_text())
     env, res = data["environment"], data["results"]
     assert env["threads"] >= 1 and env["torch"] == torch.__version__
-    assert res["peak"]["bf16"] > 0 and res["peak"]["fp32"] > 0
+    assert res["peak"]["fp32"] > 0
     decode = res["decode"]["rows"]
     assert {(r["name"], r["batch_size"]) for r in decode} >= {("hf float32", 1), ("ours float32 eager", 8)}
     assert all(r["tok_s"] > 0 for r in decode)
@@ -48,7 +48,10 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     assert all(0 < r["mfu_measured_peak"] for r in train)
     assert res["data"]["ours_mb_s"] > 0 and res["data"]["tiktoken_mb_s"] > 0
     # the peak is the best of the shape sweep, and every goal the run measured is marked met or not met
-    assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values())
+    assert res["peak"]["fp32"] == max(res["peak"]["sweep"]["fp32"].values())
+    assert ("bf16" in res["peak"]) == bf16  # emulated bf16: not swept (minutes per shape)
+    if bf16:
+        assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values()) > 0
     assert all(r["quiet_tok_s"] > 0 and r["busy_tok_s"] > 0 for r in res["threads"]["rows"])
     # the documented switch for a shared machine ran for real: torchrun, one process of one thread per core
     if len(os.sched_getaffinity(0)) >= 2:
@@ -108,6 +111,8 @@ def test_the_training_compile_goal_is_met_only_when_the_rule_agrees_with_the_mea
     assert not goal(80.0, pays=True)  # slower, yet pretrain would compile: wrong
     assert not goal(120.0, pays=False)  # faster, yet pretrain skips it: wrong
     assert goal(120.0, pays=True)
+    assert goal(97.2, pays=False) and goal(97.2, pays=True)  # within noise of eager: either choice is right
+    assert goal(102.0, pays=False) and not goal(96.0, pays=True)
 
 
 def load_bench_module(name):
