@@ -248,6 +248,26 @@ def test_under_torchrun_a_forwarded_signal_is_the_same_stop_request(grace, wait,
         assert r.stdout == ""
 
 
+def test_dtype_auto_takes_bf16_only_where_its_matmuls_are_native():
+    # configs/tiny.yaml says `dtype: auto`: bf16 autocast on AVX-512 BF16 / AMX CPUs (≈ 2× fp32 there), fp32 on an
+    # AVX2-only CPU, where torch emulates bf16 matmuls (≈ 9× slower: the notebook's tiny run timed out in CI, issue 15)
+    from gpt.train import autocast_dtype
+
+    cpu, auto = torch.device("cpu"), TrainConfig(dtype="auto")
+    zen3 = frozenset({"avx", "avx2", "fma"})  # AMD EPYC Zen 3
+    zen4 = zen3 | {"avx512f", "avx512bw", "avx512_bf16"}  # AMD EPYC Zen 4
+    spr = zen4 | {"amx_bf16", "amx_tile"}  # Intel Sapphire Rapids
+    assert autocast_dtype(auto, cpu, zen3) == torch.float32
+    assert autocast_dtype(auto, cpu, zen4) == torch.bfloat16
+    assert autocast_dtype(auto, cpu, spr) == torch.bfloat16
+    assert autocast_dtype(auto, cpu, frozenset()) == torch.float32  # no /proc/cpuinfo (macOS): the safe choice
+    assert autocast_dtype(auto, torch.device("mps"), spr) == torch.float32
+    for flags in (zen3, spr):  # an explicit dtype is taken as asked
+        assert autocast_dtype(TrainConfig(dtype="bfloat16"), cpu, flags) == torch.bfloat16
+        assert autocast_dtype(TrainConfig(dtype="float32"), cpu, flags) == torch.float32
+    assert TrainConfig.from_file(ROOT / "configs" / "tiny.yaml").dtype == "auto"
+
+
 def test_bf16_autocast_on_a_cpu_without_native_bf16_is_warned_about_with_the_fix():
     from gpt.fast_decode import cpu_flags
     from gpt.train import bf16_warning, native_bf16_matmul

@@ -77,7 +77,8 @@ class TrainConfig:
     # ---- system ----
     device: str = "auto"  # auto (CUDA, else refuse: see the CUDA guard) | cuda | cpu | mps
     force_cpu: bool = False  # train on the CPU when there is no CUDA (use a small config: configs/tiny.yaml)
-    dtype: str = "auto"  # autocast dtype: auto (bfloat16 on CUDA, float32 elsewhere) | float32 | bfloat16
+    dtype: str = "auto"  # autocast dtype: auto (bfloat16 where its matmuls are native: CUDA, AVX-512 BF16/AMX CPUs;
+    # float32 elsewhere) | float32 | bfloat16
     compile: bool = True  # torch.compile the model (minutes to compile; pays off on GPUs; a CPU skips it: slower)
     peak_tflops: float | None = None  # per-device peak for MFU; None → looked up for known GPUs
 

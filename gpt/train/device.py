@@ -1,7 +1,7 @@
 """Devices and processes: the CUDA guard, the training device, the autocast dtype, and torchrun's DDP ranks.
 
     device = resolve_device(cfg, dist_info_from_env().local_rank)   # raises CudaGuardError without a usable GPU
-    amp_dtype = autocast_dtype(cfg, device)                          # bfloat16 on CUDA, float32 elsewhere
+    amp_dtype = autocast_dtype(cfg, device)          # auto: bfloat16 where bf16 matmuls are native, else float32
     if cfg.compile and compile_pays(device): model = torch.compile(model)   # not on a CPU, where it is slower
 
 scripts/pretrain.py turns a CudaGuardError into its one-line `error: ...` and exit code 1.
@@ -70,25 +70,32 @@ def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
     raise ValueError(f"unknown device {cfg.device!r}; use auto, cuda, cpu or mps")
 
 
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
-    """bfloat16 autocast on CUDA by default (and wherever asked for); float32 (no autocast) otherwise."""
+def autocast_dtype(cfg: TrainConfig, device: torch.device, flags: frozenset[str] | None = None) -> torch.dtype:
+    """The autocast dtype of a run: `dtype: auto` takes bfloat16 wherever bf16 matmuls run natively
+    (native_bf16_matmul: CUDA with bf16, a CPU with AVX-512 BF16 or AMX) and float32 (no autocast) elsewhere,
+    MPS included; `bfloat16` and `float32` are taken as asked. `flags`: the CPU's feature flags (from
+    /proc/cpuinfo if None)."""
     if cfg.dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        native = device.type in ("cuda", "cpu") and native_bf16_matmul(device, flags)
+        return torch.bfloat16 if native else torch.float32
     return torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
 
 
-def native_bf16_matmul(device: torch.device) -> bool:
+def native_bf16_matmul(device: torch.device, flags: frozenset[str] | None = None) -> bool:
     """Whether bf16 matmuls run at the hardware's speed on this device: CUDA with bf16 support; a CPU with AVX-512
-    BF16 or AMX. A CPU without them (AVX2 only: AMD Zen 3, Intel before Cooper Lake) runs torch's bf16 matmul as a
-    slow emulation: 20 GFLOP/s against 176 for fp32 on a (1024×768)·(768×3072) product, 2-core AMD EPYC (Zen 3),
-    torch 2.13 — bf16 autocast training there is several times slower than fp32 (issue 15)."""
+    BF16 or AMX (`flags`: its feature flags, read from /proc/cpuinfo if None). A CPU without them (AVX2 only: AMD
+    Zen 3, Intel before Cooper Lake) runs torch's bf16 matmul as a slow emulation: 20 GFLOP/s against 176 for fp32
+    on a (1024×768)·(768×3072) product, 2-core AMD EPYC (Zen 3), torch 2.13 — bf16 autocast training there is
+    several times slower than fp32 (issue 15)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return True  # MPS and others: as the backend provides it
-    from gpt.fast_decode import cpu_flags
+    if flags is None:
+        from gpt.fast_decode import cpu_flags
 
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+        flags = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def bf16_warning(amp_dtype: torch.dtype, device: torch.device) -> str | None:
