@@ -53,6 +53,7 @@ from threads import markdown_threads, measure_threads  # bench/threads.py
 
 from gpt import GPTConfig
 from gpt.train import compile_pays, device_peak_flops
+from gpt.utils import keep_freed_memory
 
 SECTIONS = ("peak", "decode", "train", "threads", "load", "data")
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (2 if args.smoke else 3 if args.quick else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as scripts/pretrain.py does on a CPU; process-wide: ours and HF's steps alike
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             print("error: --device cuda, but torch sees no CUDA GPU (torch.cuda.is_available() is False)",

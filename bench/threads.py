@@ -31,7 +31,7 @@ import torch
 
 from gpt import GPTConfig
 from gpt.train import data_parallel_split
-from gpt.utils import cpu_threads
+from gpt.utils import cpu_threads, keep_freed_memory
 
 COMPETITOR = "import sys, torch\ntorch.set_num_threads(int(sys.argv[1]))\na = torch.randn(384, 384)\nwhile 1:\n a @ a"
 
@@ -170,6 +170,7 @@ if __name__ == "__main__":
     from gpt.utils import utf8_stdio
 
     utf8_stdio()
+    keep_freed_memory()  # as scripts/pretrain.py does on a CPU
     sys.path.insert(0, str(ROOT / "bench"))
     if "--ddp-worker" in sys.argv:  # launched by _ddp_tokens_per_sec through torchrun
         secs = next(float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--seconds="))

@@ -31,6 +31,7 @@ import torch
 
 from gpt import GPT, GPTConfig
 from gpt.train import configure_optimizer, flops_per_token, native_bf16_matmul, param_groups
+from gpt.utils import keep_freed_memory
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-check", action="store_true",
                    help="only ours eager vs compiled (first dtype), as one JSON line (bench/run.py)")  # fmt: skip
     args = p.parse_args(argv)
+    keep_freed_memory()  # as scripts/pretrain.py does on a CPU; process-wide, so both models' steps have it
     if args.compile_check:
         import json
 

@@ -30,21 +30,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n_valid = valid.sum().clamp(min=1)
         safe_t = targets.masked_fill(~valid, 0)
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        dz_all = torch.empty(N, weight.size(0), dtype=compute_dtype, device=h.device) if need_grad else None
+        # training: all the logits in one GEMM, into the buffer that becomes their gradient (a (64, C)·(C, Vp)
+        # product per chunk ran at 77 GFLOP/s where the whole one runs at ≈ 160, 2-core AMD EPYC Zen 3, fp32);
+        # each chunk of rows is then turned into its gradient in place, in cache. Evaluation keeps to chunks.
+        dz_all = hc @ wc.t() if need_grad else None  # (N, Vp) logits, then d loss / d logits
         for i in range(0, N, chunk_rows):
-            z = (hc[i : i + chunk_rows] @ wc.t()).float()  # (R, Vp) logits of this chunk, in float32
-            z = z[:, :vocab_size]  # padding columns are never valid tokens
+            if need_grad:
+                zc = dz_all[i : i + chunk_rows, :vocab_size]  # padding columns are never valid tokens
+                z = zc.float()  # (R, V) float32: in fp32 the buffer itself, worked on in place
+            else:
+                z = (hc[i : i + chunk_rows] @ wc.t()).float()[:, :vocab_size]  # (R, V) logits of this chunk
             t, ok = safe_t[i : i + chunk_rows], valid[i : i + chunk_rows]
             z_t = z.gather(1, t[:, None]).squeeze(1)  # (R,) the target's logit
             m = z.amax(dim=-1, keepdim=True)
-            e = (z - m).exp_()  # one exp pass serves both the loss and its gradient
+            e = z.sub_(m).exp_()  # one exp pass serves both the loss and its gradient
             s = e.sum(dim=-1)
             lse = m.squeeze(1) + s.log()  # (R,) log-sum-exp
             loss += ((lse - z_t) * ok).sum()
             if need_grad:
                 dz = e.mul_(((ok / n_valid) / s)[:, None])  # softmax, scaled for the mean over valid targets
                 dz[torch.arange(dz.size(0), device=dz.device), t] -= ok / n_valid  # − onehot(target), scaled
-                dz_all[i : i + chunk_rows, :vocab_size] = dz  # ignored rows are all zero
+                if dz.data_ptr() != zc.data_ptr():  # bf16: back into the buffer (ignored rows are all zero)
+                    zc.copy_(dz)
         if need_grad:
             dz_all[:, vocab_size:] = 0
             ctx.save_for_backward(dz_all, hc, wc)

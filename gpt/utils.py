@@ -263,6 +263,32 @@ def shared_machine_note(
     return note
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed tensors for the next ones, instead of handing it back to the
+    kernel at once: True where that was set (Linux with glibc), False elsewhere (macOS, Windows, musl: unchanged).
+
+    glibc serves every block over 32 MB (M_MMAP_THRESHOLD's ceiling) with a fresh mmap and unmaps it on free, so a
+    CPU training step that makes the same (B·T, 50304) logits or gradient each step (206 MB at 1,024 tokens) pays
+    a page fault per 4 KB page of it again and again: filling a fresh 206 MB tensor took 70 ms where a reused one
+    took 9 (2-core AMD EPYC Zen 3, torch 2.13), and the tiny run trained ≈ 15% faster without those faults. This
+    raises the mmap threshold and the trim threshold (mallopt(3); what MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_ do from the environment, and what jemalloc or tcmalloc preloaded would do). The heap
+    settles within a few steps (a freed block can be a few bytes short of the next aligned request), then a step
+    reuses freed memory as it is. Cost: the process keeps what it freed until it exits (the tiny run's peak RSS:
+    799 MB against 750). Process-wide: scripts/pretrain.py calls it for a CPU run."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl (Alpine) has no libc.so.6 / mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold, int_max = -1, -3, 2**31 - 1  # <malloc.h>
+    return bool(mallopt(m_trim_threshold, int_max)) and bool(mallopt(m_mmap_threshold, int_max))
+
+
 def progress_bar(**kwargs):
     """A tqdm bar: the notebook widget inside Jupyter when ipywidgets is installed, otherwise the text bar (which
     also works in Jupyter). tqdm.auto alone would print a TqdmWarning in a notebook without ipywidgets."""
