@@ -27,15 +27,14 @@
   On a CPU at batch > 1, or with AMX and fp32 weights, it decodes eagerly instead (compile_helps()): there the
   compiled step lost to eager.
 
-Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on
-the same weights; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding
-is bound
-by streaming the weights (495 MB a token in fp32). Eager fp32 (column-major layout, oneDNN) ≈ 1.6-2.1× HF; compiled
-≈ 2.4-3.3× HF in fp32 and ≈ 3.7-4.4× HF fp32 with bf16 weights — the compiled CPU step is one fused C++ loop per
-weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate, oneDNN at two
-thirds). The first call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core Intel
-Sapphire Rapids (AMX, issue 15) the compiled fp32 step was no faster than eager with MKL (1.01× HF vs eager 1.23×):
-hence compile_helps().
+Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
+same weights; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is
+bound by streaming the weights (495 MB a token in fp32). Eager fp32 (gpt/matvec.c; without it column-major oneDNN) ≈
+1.6-2.4× HF; compiled ≈ 2.4-3.3× HF in fp32 and ≈ 3.6-4.4× HF fp32 with bf16 weights — the compiled CPU step is one
+fused C++ loop per weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate,
+oneDNN at two thirds). The first call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core
+Intel Sapphire Rapids (AMX, issue 15) the compiled fp32 step was no faster than eager with MKL (1.01× HF vs eager
+1.23×): hence compile_helps().
 """
 
 from __future__ import annotations
@@ -249,10 +248,10 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     generate() decodes eagerly instead — so that compiling is never the slower choice.
 
     CUDA: always (CUDA graphs). CPU: batch 1 only — at batch 8 the rows go to MKL / oneDNN either way, and compiled
-    bf16 lost to eager (bench/results/cpu-amd-epyc-avx512bf16-2t.md: 1.95× vs 2.54× HF). And on a CPU with AMX (Intel
-    Sapphire
-    Rapids and later) bf16 weights only: there MKL's fp32 kernel streams as fast as the compiled loop (issue 15,
-    2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29× vs eager 0.98×).
+    bf16 lost to eager (an earlier bench/results/cpu-amd-epyc-avx512bf16-2t.md, in git history: 1.95× vs 2.54×
+    HF). And on a CPU with AMX (Intel Sapphire Rapids and later) bf16 weights only: there MKL's fp32 kernel streams
+    as fast as the compiled loop (issue 15, 2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29×
+    vs eager 0.98×).
     Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
     timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
     forced = os.environ.get(COMPILE_ENV, "").strip()
