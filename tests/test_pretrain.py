@@ -397,8 +397,9 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(pretrain, dat
 def test_torchrun_two_processes_match_one_process(pretrain, data_dir, tmp_path):
     # 512 tokens per step = 4 micro-steps of 4×32 in one process, 2 per rank in two (so no_sync is exercised);
     # HellaSwag on 15 examples (8 + 7 per rank; every ending fits the 32-token window), counts all-reduced.
-    # float32: `dtype: auto` trains in bf16 on a CPU with AVX-512 BF16, where the two runs' bf16 matmuls need not
-    # round alike (1 thread a rank against 2 in one process): step 4's losses were 7.6e-5 apart on an AMD EPYC Zen 5
+    # float32: `dtype: auto` trains in bf16 on a CPU with AVX-512 BF16, and there the gradients' other summation
+    # order (4 micro-steps in one process; 2 a rank, then the all-reduce) can flip a weight's bf16 rounding: step
+    # 4's losses were 7.6e-5 apart on an AMD EPYC Zen 5
     hs_dir = tmp_path / "eval"
     hs_dir.mkdir()
     shutil.copy(ROOT / "tests/fixtures/eval/hellaswag_val_200.jsonl", hs_dir / "hellaswag_val.jsonl")
