@@ -16,11 +16,14 @@ Bytes per token = the parameters the decode step multiplies with: the 12 blocks 
 wte and counted once; the one wte/wpe row looked up per token is negligible) = 123.65M parameters for 124M,
 494.6 MB in fp32, 247.3 MB in bf16. KV-cache reads (≈ 1% of that here) are not counted. Bandwidth is measured in
 the same run, two ways: an fp32 matrix × vector on a 256 MB matrix (the faster of its two memory layouts, best of 10),
-and a plain sum over a 512 MB fp32 tensor (a pure streaming read), measured in every round beside the decodes (best
-of 3 each round, median over the rounds, as the decode times are medians over the same rounds). The ceiling uses the
-largest of those two and of the weight-streaming rate the fastest variant of the same batch reached (bytes per token
-× its steps/s): a measured "ceiling" below what a decode step did is no ceiling (on 2026-11-30 the compiled fp32
-step streamed 55 GB/s where the sum measured 50), as a peak below the achieved FLOP/s would be no peak.
+and a plain sum over a 512 MB fp32 tensor (a pure streaming read, best of 2) just before and just after every timed
+call. Each call's ceiling is the largest of: the mean of the sums beside it, the mat-vec's rate, and the weight
+streaming of the round's fastest variant of the same batch (bytes per token × its steps/s: a measured "ceiling" below
+what a decode step did is no ceiling — on 2026-11-30 the compiled fp32 step streamed 55 GB/s where the sum measured
+50 — as a peak below the achieved FLOP/s would be no peak). A variant's share of the ceiling is the median over the
+rounds of its call's share. Why beside every call: on a shared machine the sum moved between 30 and 73 GB/s from one
+second to the next (2-core AMD EPYC Zen 5, 2026-12-02) while a decode takes 2-5 s, and a sum measured once a round,
+seconds away from the call it bounds, made the share swing from 45% to 66% between two runs of the same code.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ class Row:
     batch_size: int
     tok_s: float  # median tokens/s (batch × new tokens / time of one generate call)
     ratio_vs_hf: float  # tok_s / Hugging Face fp32 tok_s measured in the same run
-    frac_ceiling: float  # tok_s / (batch × bandwidth / bytes per token), bandwidth = max(mat-vec, streaming sum)
+    frac_ceiling: float  # median over rounds of its weight streaming / that call's ceiling (see the module docstring)
     same_tokens: bool  # greedy output equals Hugging Face fp32's
 
 
@@ -181,7 +184,9 @@ def measure_decode(
         _sync(device)
         log(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s")
     times = {name: [] for name in variants}
-    streams, big = [], torch.randn(128 * 2**20, device=device)  # 512 MB, read once per round
+    beside = {name: [] for name in variants}  # per round: the mean of the sums just before and after its call
+    big = torch.randn(128 * 2**20, device=device)  # 512 MB
+    streams = [stream_bandwidth(device, repeats=2, a=big)]
     for _ in range(repeats):
         for name, (_, f) in variants.items():
             _sync(device)
@@ -189,33 +194,34 @@ def measure_decode(
             f()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-        streams.append(stream_bandwidth(device, repeats=3, a=big))  # the memory bandwidth of this round
+            streams.append(stream_bandwidth(device, repeats=2, a=big))
+            beside[name].append((streams[-2] + streams[-1]) / 2)
     del big
-    # the streaming rate is measured in every round, beside the decodes it bounds, and its median taken like theirs:
-    # on a shared machine it moved between 42 and 77 GB/s within an hour (2-core AMD EPYC, 2026-11-30)
-    bw = {"matvec": matvec_bandwidth(device), "stream": statistics.median(streams)}
-    gbs = max(bw.values())
+    bw = {"matvec": matvec_bandwidth(device), "stream": statistics.median(streams), "stream_min": min(streams),
+          "stream_max": max(streams)}  # fmt: skip
 
-    rows = []
     n_tok = batch_size * new_tokens
-    hf_tok_s = n_tok / statistics.median(times["hf float32"])
     ref = outputs["hf float32"][:, prompt_len:]
-    tok_s = {name: n_tok / statistics.median(times[name]) for name in variants}
     step_bytes = {name: decode_bytes_per_token(base, getattr(torch, dt).itemsize) for name, (dt, _) in variants.items()}
+    gbs = {name: [n_tok / t / batch_size * step_bytes[name] / 1e9 for t in times[name]] for name in variants}
+    fastest = [max(gbs[name][r] for name in variants) for r in range(repeats)]  # per round
+    tok_s = {name: n_tok / statistics.median(times[name]) for name in variants}
     bw["achieved"] = max(tok_s[n] / batch_size * step_bytes[n] for n in variants) / 1e9  # the fastest variant's GB/s
-    gbs = max(gbs, bw["achieved"])
+    rows = []
     for name, (dt, _) in variants.items():
-        ceiling = batch_size * gbs * 1e9 / step_bytes[name]
+        shares = [gbs[name][r] / max(beside[name][r], bw["matvec"], fastest[r]) for r in range(repeats)]
         same = torch.equal(outputs[name][:, prompt_len:].cpu(), ref.cpu())
-        rows.append(Row(name, dt, batch_size, tok_s[name], tok_s[name] / hf_tok_s, tok_s[name] / ceiling, same))
+        ratio = tok_s[name] / tok_s["hf float32"]
+        rows.append(Row(name, dt, batch_size, tok_s[name], ratio, statistics.median(shares), same))
     return rows, bw
 
 
 def markdown_table(rows: list[Row], bw: dict[str, float]) -> str:
     lines = [
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Bandwidth measured in this run: fp32 "
-        f"mat-vec {bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s, fastest variant "
-        f"{bw.get('achieved', 0):.1f} GB/s; the ceiling uses the largest.",
+        f"mat-vec {bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s (median; {bw['stream_min']:.1f}-"
+        f"{bw['stream_max']:.1f} beside the calls), fastest variant {bw.get('achieved', 0):.1f} GB/s; each call's "
+        "ceiling uses the largest beside it.",
         "",
         "| variant | batch | tok/s | × HF fp32 | of bandwidth ceiling | same tokens as HF |",
         "|---|---:|---:|---:|---:|:---:|",

@@ -230,10 +230,12 @@ def markdown(env: dict, results: dict) -> str:
         L += [f"{d['model']} with random weights (speed does not depend on their values), greedy, prompt "
               f"{d['prompt_len']} tokens + {d['new_tokens']} new, tokens/s = batch × new tokens / time of one generate "
               "call. Memory bandwidth measured here (at batch 1): fp32 mat-vec "
-              f"{bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s (measured in every round beside the "
-              f"decodes, median), the fastest variant's own weight "
-              f"streaming {bw.get('achieved', 0):.1f} GB/s; the ceiling (batch × bandwidth / bytes of weights per "
-              "token) uses the largest, per batch size (bench/generate.py).", ""]  # fmt: skip
+              f"{bw['matvec']:.1f} GB/s, streaming sum {bw['stream']:.1f} GB/s (median of the sums measured just "
+              f"before and after every timed call; they ranged {bw.get('stream_min', 0):.1f}-"
+              f"{bw.get('stream_max', 0):.1f} GB/s), the fastest variant's own weight streaming "
+              f"{bw.get('achieved', 0):.1f} GB/s. Each call's ceiling (batch × bandwidth / bytes of weights per token) "
+              "uses the largest of the mat-vec's rate, the mean of the sums beside that call and the round's fastest "
+              "variant; a share is the median over the rounds (bench/generate.py).", ""]  # fmt: skip
         L += ["| variant | batch | tok/s | × HF fp32 | of bandwidth ceiling | same tokens as HF |"]
         L += ["|---|---:|---:|---:|---:|:---:|"]
         for r in d["rows"]:
