@@ -9,7 +9,8 @@ into transformers' GPT2LMHeadModel (its four Conv1D weights are our nn.Linear we
 is one whole greedy generate(): the prompt's prefill plus 127 decode steps, eos disabled, so tokens/s =
 batch × new tokens / wall time. Every variant is warmed up once (compiles happen there), then the variants run
 interleaved, repeat after repeat, and we report medians: on a shared machine the absolute numbers drift, the
-ratios measured side by side much less. Greedy outputs are checked equal to Hugging Face's (fp32).
+ratios measured side by side much less — a ratio is the median of the ratios of the calls of each round. Greedy
+outputs are checked equal to Hugging Face's (fp32).
 
 The ceiling. Decoding one token at batch 1 reads every weight once, so tokens/s ≤ bandwidth / bytes per token.
 Bytes per token = the parameters the decode step multiplies with: the 12 blocks and the head (the head is tied to
@@ -109,6 +110,13 @@ def stream_bandwidth(device: str = "cpu", repeats: int = 10, a: torch.Tensor | N
     return a.numel() * 4 / min(times) / 1e9
 
 
+def share_of_ceiling(streamed: list[float], beside: list[float], matvec: float, fastest: list[float]) -> float:
+    """A variant's share of the bandwidth ceiling: the median over rounds of streamed[r] (GB/s of weights its call
+    read in round r) / that call's ceiling, the largest of beside[r] (the mean of the sums just before and after the
+    call), the mat-vec's GB/s, and fastest[r] (the round's fastest variant: no ceiling below what a call reached)."""
+    return statistics.median(s / max(b, matvec, f) for s, b, f in zip(streamed, beside, fastest, strict=True))
+
+
 def _sync(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -120,9 +128,11 @@ class Row:
     dtype: str
     batch_size: int
     tok_s: float  # median tokens/s (batch × new tokens / time of one generate call)
-    ratio_vs_hf: float  # tok_s / Hugging Face fp32 tok_s measured in the same run
+    ratio_vs_hf: float  # its speed / Hugging Face fp32's: the median of the two calls' ratios, round by round
     frac_ceiling: float  # median over rounds of its weight streaming / that call's ceiling (see the module docstring)
     same_tokens: bool  # greedy output equals Hugging Face fp32's
+    compiled: bool = False  # its decode step ran compiled (a "compiled" variant may decode eagerly: compile_helps)
+    round_tok_s: tuple[float, ...] = ()  # tokens/s of its call in each round, in order (ratios per round: goals.py)
 
 
 def measure_decode(
@@ -164,6 +174,7 @@ def measure_decode(
         return out
 
     variants = {"hf float32": ("float32", run_hf)}
+    compiled = {"hf float32": False}
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(base, Path(tmp) / "model.safetensors")
         for name in dtypes:
@@ -171,11 +182,13 @@ def measure_decode(
                 # the default path a user takes: load_model (which lays the weights out for decoding), then
                 # generate(); "compiled" is CompiledDecoder(), which decodes eagerly where compiling does not pay
                 m = load_model(path, device=device, dtype=name)
-                if use_compile and CompiledDecoder().compiles(
+                compiles = use_compile and CompiledDecoder().compiles(
                     torch.device(device).type, batch_size, m.lm_head.weight.dtype
-                ):
+                )
+                if compiles:
                     prepare_for_decoding(m, compile=True)
                 variants[f"ours {name} {'compiled' if use_compile else 'eager'}"] = (name, ours(m, use_compile))
+                compiled[f"ours {name} {'compiled' if use_compile else 'eager'}"] = compiles
 
     outputs = {}
     for name, (_, f) in variants.items():  # warm-up (and compile)
@@ -209,10 +222,11 @@ def measure_decode(
     bw["achieved"] = max(tok_s[n] / batch_size * step_bytes[n] for n in variants) / 1e9  # the fastest variant's GB/s
     rows = []
     for name, (dt, _) in variants.items():
-        shares = [gbs[name][r] / max(beside[name][r], bw["matvec"], fastest[r]) for r in range(repeats)]
+        shares = share_of_ceiling(gbs[name], beside[name], bw["matvec"], fastest)
         same = torch.equal(outputs[name][:, prompt_len:].cpu(), ref.cpu())
-        ratio = tok_s[name] / tok_s["hf float32"]
-        rows.append(Row(name, dt, batch_size, tok_s[name], ratio, statistics.median(shares), same))
+        ratio = statistics.median(a / b for a, b in zip(times["hf float32"], times[name], strict=True))  # per round
+        rounds = tuple(n_tok / t for t in times[name])
+        rows.append(Row(name, dt, batch_size, tok_s[name], ratio, shares, same, compiled[name], rounds))
     return rows, bw
 
 
