@@ -67,10 +67,11 @@ def run_peak(args) -> dict:
     B, T = train_shape(args)
     native_bf16 = bench_train.fast_dtype(args.device) == "bf16"
     # emulated bf16 (no AVX-512 BF16 / AMX): 1-20 GFLOP/s, minutes per shape, and no bf16 training row to divide
+    winners = {d: {} for d in DTYPE_NAMES}  # per dtype and shape: the faster kernel (torch's a @ b or oneDNN's)
     sweep = {d: bench_train.measure_matmul_peak(dt, bench_train.peak_shapes(config, B * T, args.device, dt),
-                                                repeats=args.repeats, device=args.device)
+                                                repeats=args.repeats, device=args.device, winners=winners[d])
              for d, dt in DTYPE_NAMES.items() if d != "bf16" or native_bf16}  # fmt: skip
-    return {**{d: max(s.values()) for d, s in sweep.items()}, "sweep": sweep}
+    return {**{d: max(s.values()) for d, s in sweep.items()}, "sweep": sweep, "winners": winners}
 
 
 def train_shape(args) -> tuple[int, int]:
@@ -211,14 +212,20 @@ def markdown(env: dict, results: dict) -> str:
         L += ["## Matmul peak (measured in this run)", ""]
         bf16_peak = f"{p['bf16'] / 1e12:.3f} TFLOP/s" if "bf16" in p else "not measured"
         L += [f"bf16 {bf16_peak} · fp32 {p['fp32'] / 1e12:.3f} TFLOP/s: per dtype the best of a sweep of the training "
-              "step's own matmuls (M = B·T tokens) and large squares, the MFU denominator.", ""]  # fmt: skip
+              "step's own matmuls (M = B·T tokens) and large squares, the MFU denominator; on a CPU each shape is "
+              "timed with torch's `a @ b` (MKL for fp32) and with oneDNN's kernel, and the faster counts (named "
+              "after each number; bench/train.py: measure_matmul_peak).", ""]  # fmt: skip
         if "sweep" in p:
-            bf16_sweep = p["sweep"].get("bf16", {})
+            bf16_sweep, win = p["sweep"].get("bf16", {}), p.get("winners", {})
+
+            def cell(d, shape, value):
+                by = win.get(d, {}).get(shape)
+                return "–" if value is None else f"{value / 1e12:.3f}" + (f" ({by})" if by else "")
+
             L += ["| (M×K)·(K×N) | bf16 TFLOP/s | fp32 TFLOP/s |", "|---|---:|---:|"]
             for shape in p["sweep"]["fp32"]:
-                bf16 = bf16_sweep.get(shape)
-                L += [f"| {shape} | {'–' if bf16 is None else f'{bf16 / 1e12:.3f}'} | "
-                      f"{p['sweep']['fp32'][shape] / 1e12:.3f} |"]  # fmt: skip
+                L += [f"| {shape} | {cell('bf16', shape, bf16_sweep.get(shape))} | "
+                      f"{cell('fp32', shape, p['sweep']['fp32'][shape])} |"]  # fmt: skip
             L += [""]
             if len(bf16_sweep) < len(p["sweep"]["fp32"]):
                 L += ["–: not measured. Without AVX-512 BF16 or AMX torch emulates bf16 matmuls (1-20 GFLOP/s here: "

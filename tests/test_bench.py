@@ -50,6 +50,10 @@ def test_smoke_run_writes_markdown_json_and_png(tmp_path):
     assert res["data"]["ours_mb_s"] > 0 and res["data"]["tiktoken_mb_s"] > 0
     # the peak is the best of the shape sweep, and every goal the run measured is marked met or not met
     assert res["peak"]["fp32"] == max(res["peak"]["sweep"]["fp32"].values())
+    # each shape's faster kernel is named: torch's a @ b (MKL for fp32), or oneDNN's, which MKL trails on AMD CPUs
+    winners = res["peak"]["winners"]["fp32"]
+    assert winners.keys() == res["peak"]["sweep"]["fp32"].keys() and set(winners.values()) <= {"torch", "oneDNN"}
+    assert f"({winners[next(iter(winners))]})" in md
     assert ("bf16" in res["peak"]) == bf16  # emulated bf16: not swept (minutes per shape)
     if bf16:
         assert res["peak"]["bf16"] == max(res["peak"]["sweep"]["bf16"].values()) > 0
