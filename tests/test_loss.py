@@ -124,3 +124,33 @@ def test_works_under_no_grad_for_evaluation():
         loss = linear_cross_entropy(h, w, t, V)
     assert not loss.requires_grad
     torch.testing.assert_close(loss, reference(h, w, t).detach())
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"], ids=["torch matmul", "oneDNN matmul"])
+def test_both_fp32_cpu_matmul_kernels_give_the_reference_loss_and_gradients(monkeypatch, onednn):
+    # the loss's fp32 CPU matmuls run oneDNN's kernel where MKL is slow (not on Intel), else torch's a @ b: whichever
+    # a machine picks, both must compute F.cross_entropy's values (GPT_LOSS_ONEDNN forces one)
+    import gpt.loss as loss_module
+
+    if onednn == "1" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setenv(loss_module.ONEDNN_ENV, onednn)
+    loss_module._onednn_fp32.cache_clear()
+    try:
+        assert loss_module._onednn_fp32() == (onednn == "1")
+        h = torch.randn(70, C, requires_grad=True)
+        w = (torch.randn(VP, C) * 0.5).requires_grad_()
+        t = torch.randint(0, V, (70,))
+        t[:5] = -100
+        ref = reference(h, w, t)
+        g_ref = torch.autograd.grad(ref, (h, w))
+        got = linear_cross_entropy(h, w, t, vocab_size=V)
+        g_got = torch.autograd.grad(got, (h, w))
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        for a, b in zip(g_got, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert g_got[1].is_contiguous() and g_got[1][V:].abs().max() == 0
+        with torch.no_grad():  # evaluation: the chunked path
+            torch.testing.assert_close(linear_cross_entropy(h, w, t, vocab_size=V), ref.detach())
+    finally:
+        loss_module._onednn_fp32.cache_clear()
