@@ -119,21 +119,35 @@ def _build_path() -> Path | None:
     return _loaded[-1] if _library() is not None else None
 
 
+def _torch_runtime(runtimes: list[str]) -> str | None:
+    """The OpenMP runtime torch's threads run on, among those mapped into this process: the one inside torch's own
+    folder (a pip wheel's torch/lib/libgomp.so.1), else the only one. Other packages' wheels bring private copies
+    under renamed files (scikit-learn's scikit_learn.libs/libgomp-<hash>.so, loaded by `import sklearn` and by
+    TensorFlow, which torch.utils.tensorboard imports where it is installed): a library linked against libgomp.so.1
+    cannot bind to those, so they neither serve nor disturb the kernel. None when it cannot tell."""
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    own = [r for r in runtimes if r.startswith(torch_dir)]
+    if len(own) == 1:
+        return own[0]
+    return runtimes[0] if len(runtimes) == 1 else None
+
+
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get(MATVEC_ENV, "1") == "0":
         return None
     runtimes = _openmp_runtimes()
+    runtime = _torch_runtime(runtimes)
     cc = shutil.which(os.environ.get("CC") or "cc")
-    if len(runtimes) != 1 or "gomp" not in Path(runtimes[0]).name or cc is None:
-        return None  # torch on another OpenMP runtime (or none found), or no compiler
+    if runtime is None or "gomp" not in Path(runtime).name or cc is None:
+        return None  # torch on another OpenMP runtime (or none found, or no telling which), or no compiler
     try:
-        path = _build(cc, runtimes[0])
+        path = _build(cc, runtime)
         try:
             lib = ctypes.CDLL(str(path))
         except OSError:  # a cached build that does not load (damaged, or for another system): built again, once
             path.unlink(missing_ok=True)
-            lib = ctypes.CDLL(str(_build(cc, runtimes[0])))
+            lib = ctypes.CDLL(str(_build(cc, runtime)))
     except (OSError, subprocess.SubprocessError):
         return None
     _loaded.append(path)

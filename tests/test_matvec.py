@@ -113,6 +113,28 @@ def test_the_kernel_runs_on_torchs_own_openmp_runtime():
     assert r.returncode == 0 and r.stdout.split() == ["True", "1"], r.stderr  # one runtime, the one torch loaded
 
 
+@needs_kernel
+def test_another_packages_private_openmp_copy_does_not_turn_the_kernel_off():
+    # scikit-learn's wheel brings its own libgomp under a renamed file (TensorFlow imports it, and
+    # torch.utils.tensorboard imports TensorFlow where it is installed); the kernel, linked against libgomp.so.1,
+    # still runs on torch's. It used to count two runtimes and turn itself off for the rest of the process.
+    pytest.importorskip("sklearn")
+    code = ("import sklearn, torch; from gpt import matvec; before = matvec._openmp_runtimes(); "
+            "y = matvec.linear(torch.randn(1, 64), torch.randn(64, 64)) if matvec.available() else None; "
+            "print(matvec.available(), before == matvec._openmp_runtimes(), len(before))")  # fmt: skip
+    r = run_python(code)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "True", "2"], (r.stdout, r.stderr)
+
+
+def test_the_runtime_taken_for_torchs_is_the_one_in_torchs_folder():
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    private = "/site-packages/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0"
+    assert matvec._torch_runtime([private, torch_lib]) == torch_lib
+    assert matvec._torch_runtime(["/usr/lib/x86_64-linux-gnu/libgomp.so.1"]) == "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
+    assert matvec._torch_runtime([private, "/usr/lib/x86_64-linux-gnu/libgomp.so.1"]) is None  # which is torch's?
+    assert matvec._torch_runtime([]) is None
+
+
 @pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"GPT_DECODE_MATVEC": "0"}], ids=["no compiler", "off"])
 def test_without_the_kernel_decoding_falls_back_and_gives_the_same_tokens(tmp_path, env):
     code = ("import torch; from gpt import GPT, GPTConfig, generate, matvec; torch.manual_seed(0); "
