@@ -17,42 +17,9 @@ targets) to float32 rounding; under bfloat16 autocast the matmuls run in bfloat1
 
 from __future__ import annotations
 
-import functools
-import os
-import re
-from pathlib import Path
-
 import torch
 
-ONEDNN_ENV = "GPT_LOSS_ONEDNN"  # "0": the loss's fp32 CPU matmuls stay on torch's a @ b (MKL), "1": oneDNN everywhere
-
-
-@functools.cache
-def _onednn_fp32() -> bool:
-    """Whether the loss's fp32 CPU matmuls run oneDNN's kernel rather than torch's `a @ b`, which is MKL. MKL picks
-    its code by the CPU's vendor: on a 2-core AMD EPYC Zen 5 it ran this loss's three GEMMs (1024 tokens, C = 128,
-    50,304 columns) at 87-180 GFLOP/s where oneDNN's kernel ran them at 133-422, with AVX-512; limited to AVX2
-    (ONEDNN_MAX_CPU_ISA=AVX2) 103-221 against 100-184. On Intel CPUs MKL keeps the matmuls (not measured here:
-    no Intel machine in this project's sessions so far). GPT_LOSS_ONEDNN=0/1 overrides."""
-    env = os.environ.get(ONEDNN_ENV)
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-        return False
-    if env is not None:
-        return env != "0"
-    try:
-        vendor = re.search(r"^vendor_id\s*:\s*(\S+)", Path("/proc/cpuinfo").read_text(encoding="utf-8"), re.M)
-    except OSError:
-        return False
-    return bool(vendor) and vendor.group(1) != "GenuineIntel"
-
-
-def _mm_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x @ wᵀ: x (N, K), w (M, K), any strides → (N, M); through oneDNN for fp32 CPU tensors where _onednn_fp32()."""
-    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "") if _onednn_applies(x, w) else x @ w.t()
-
-
-def _onednn_applies(x: torch.Tensor, w: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and _onednn_fp32()
+from gpt.onednn import fp32_pays, mm_t
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -68,13 +35,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # training: all the logits in one GEMM, into the buffer that becomes their gradient (a (64, C)·(C, Vp)
         # product per chunk ran at 77 GFLOP/s where the whole one runs at ≈ 160, 2-core AMD EPYC Zen 3, fp32);
         # each chunk of rows is then turned into its gradient in place, in cache. Evaluation keeps to chunks.
-        dz_all = _mm_t(hc, wc) if need_grad else None  # (N, Vp) logits, then d loss / d logits
+        dz_all = mm_t(hc, wc) if need_grad else None  # (N, Vp) logits, then d loss / d logits
         for i in range(0, N, chunk_rows):
             if need_grad:
                 zc = dz_all[i : i + chunk_rows, :vocab_size]  # padding columns are never valid tokens
                 z = zc.float()  # (R, V) float32: in fp32 the buffer itself, worked on in place
             else:
-                z = _mm_t(hc[i : i + chunk_rows], wc).float()[:, :vocab_size]  # (R, V) logits of this chunk
+                z = mm_t(hc[i : i + chunk_rows], wc).float()[:, :vocab_size]  # (R, V) logits of this chunk
             t, ok = safe_t[i : i + chunk_rows], valid[i : i + chunk_rows]
             z_t = z.gather(1, t[:, None]).squeeze(1)  # (R,) the target's logit
             m = z.amax(dim=-1, keepdim=True)
@@ -97,10 +64,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         dz, hc, wc = ctx.saved_tensors
         g = grad_loss.to(dz.dtype)
-        dh = (_mm_t(dz, wc.t()) * g).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None  # (N, C)
+        dh = (mm_t(dz, wc.t()) * g).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None  # (N, C)
         dw = None  # (Vp, C) = dzᵀ (hc·g): g scales N·C
-        if ctx.needs_input_grad[1] and _onednn_applies(dz, hc):  # as its transpose (hc·g)ᵀ dz: 2.5× faster there
-            dw = _mm_t((hc * g).t().contiguous(), dz.t()).t().contiguous().to(ctx.dtypes[1])
+        onednn = dz.device.type == "cpu" and dz.dtype == torch.float32 and fp32_pays()  # gpt/onednn.py
+        if ctx.needs_input_grad[1] and onednn:  # as its transpose (hc·g)ᵀ dz, the way oneDNN streams dz: 2.5× faster
+            dw = mm_t((hc * g).t().contiguous(), dz.t()).t().contiguous().to(ctx.dtypes[1])
         elif ctx.needs_input_grad[1]:
             dw = (dz.t() @ (hc * g)).to(ctx.dtypes[1])
         return dh, dw, None, None, None, None, None

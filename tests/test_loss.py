@@ -129,15 +129,15 @@ def test_works_under_no_grad_for_evaluation():
 @pytest.mark.parametrize("onednn", ["0", "1"], ids=["torch matmul", "oneDNN matmul"])
 def test_both_fp32_cpu_matmul_kernels_give_the_reference_loss_and_gradients(monkeypatch, onednn):
     # the loss's fp32 CPU matmuls run oneDNN's kernel where MKL is slow (not on Intel), else torch's a @ b: whichever
-    # a machine picks, both must compute F.cross_entropy's values (GPT_LOSS_ONEDNN forces one)
-    import gpt.loss as loss_module
+    # a machine picks, both must compute F.cross_entropy's values (GPT_ONEDNN_FP32 forces one)
+    from gpt import onednn as onednn_module
 
     if onednn == "1" and not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN")
-    monkeypatch.setenv(loss_module.ONEDNN_ENV, onednn)
-    loss_module._onednn_fp32.cache_clear()
+    monkeypatch.setenv(onednn_module.ONEDNN_ENV, onednn)
+    onednn_module.fp32_pays.cache_clear()
     try:
-        assert loss_module._onednn_fp32() == (onednn == "1")
+        assert onednn_module.fp32_pays() == (onednn == "1")
         h = torch.randn(70, C, requires_grad=True)
         w = (torch.randn(VP, C) * 0.5).requires_grad_()
         t = torch.randint(0, V, (70,))
@@ -153,4 +153,4 @@ def test_both_fp32_cpu_matmul_kernels_give_the_reference_loss_and_gradients(monk
         with torch.no_grad():  # evaluation: the chunked path
             torch.testing.assert_close(linear_cross_entropy(h, w, t, vocab_size=V), ref.detach())
     finally:
-        loss_module._onednn_fp32.cache_clear()
+        onednn_module.fp32_pays.cache_clear()
