@@ -53,14 +53,16 @@ def fp32_pays() -> bool:
     return vendor not in ("", "GenuineIntel")
 
 
-def _applies(*tensors: torch.Tensor | None) -> bool:
+def applies(*tensors: torch.Tensor | None) -> bool:
+    """Whether a matmul of these tensors (None: an absent bias) goes through oneDNN: all fp32 on a CPU, and
+    fp32_pays()."""
     return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors) and fp32_pays()
 
 
 def mm_t(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x @ wᵀ: x (N, K), w (M, K), any strides → (N, M) fp32; oneDNN's kernel for fp32 CPU tensors where
     fp32_pays(), else torch's matmul."""
-    if _applies(x, w):
+    if applies(x, w):
         return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
     return x @ w.t()
 
@@ -93,7 +95,7 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is torch.nn.functional.linear and not kwargs and len(args) in (2, 3):
             x, w, b = (*args, None)[:3]
-            if (w.dim() == 2 and (b is None or (b.dim() == 1 and b.is_contiguous())) and _applies(x, w, b)
+            if (w.dim() == 2 and (b is None or (b.dim() == 1 and b.is_contiguous())) and applies(x, w, b)
                     and not torch.is_autocast_enabled("cpu")):  # fmt: skip
                 return _Linear.apply(x, w, b)
         return func(*args, **kwargs)

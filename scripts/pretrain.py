@@ -156,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     amp_dtype = autocast_dtype(cfg, device)
     if master and bf16_warning(amp_dtype, device):
         print(bf16_warning(amp_dtype, device), file=sys.stderr, flush=True)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
-    if amp_dtype == torch.float32 and not (cfg.compile and compile_pays(device)):
-        autocast = fp32_linears(device)  # fp32 CPU Linears through oneDNN where MKL is slow (gpt/onednn.py), else none
+    if amp_dtype != torch.float32:
+        autocast = torch.autocast(device.type, dtype=amp_dtype)
+    elif cfg.compile and compile_pays(device):
+        autocast = nullcontext()
+    else:  # fp32 CPU Linears through oneDNN where MKL is slow (gpt/onednn.py); elsewhere it does nothing
+        autocast = fp32_linears(device)
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
     # on GPUs the plain logits + cross-entropy path is the well-trodden one, and torch.compile fuses it.
     logits_out = device.type != "cpu"
