@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import torch
 
 from gpt import GPT, GPTConfig
-from gpt.onednn import fp32_linears
 from gpt.train import configure_optimizer, flops_per_token, native_bf16_matmul, param_groups
 from gpt.utils import keep_freed_memory
 
@@ -142,8 +141,6 @@ def build_case(
     x, y = (t.to(device) for t in _batch(batch_size, seq_len, config.vocab_size))
     amp = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
     if name == "ours":
-        if dtype == "fp32" and not compile:  # as scripts/pretrain.py: fp32 CPU Linears through oneDNN where it pays
-            amp = fp32_linears(device)
         cfg = dataclasses.replace(config, vocab_multiple=64)  # the padded vocabulary our configs train with
         model = GPT(cfg).to(device).train()
         opt = configure_optimizer(model, lr=1e-4, weight_decay=0.1, device_type=device_type)

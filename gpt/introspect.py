@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt.model import GPT
+from gpt.onednn import fp32_linears
 from gpt.sampling import SamplingParams
 
 
@@ -131,7 +132,7 @@ def residual_stream(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 
 def unembed(model: GPT, residual: torch.Tensor) -> torch.Tensor:
     """Residual vectors (..., C) → logits (..., V) through the model's own final LayerNorm and tied head."""
-    with _eval_mode(model):
+    with _eval_mode(model), fp32_linears(residual.device):  # fp32 on AMD: oneDNN's matmul (gpt/onednn.py)
         return model.lm_head(model.transformer.ln_f(residual))[..., : model.config.vocab_size]
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from gpt.config import GPTConfig
 from gpt.loss import linear_cross_entropy
+from gpt.onednn import fp32_forward
 
 
 def manual_attention(
@@ -179,6 +180,7 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
+    @fp32_forward  # fp32 on a CPU not made by Intel: the Linears run oneDNN's matmul, ≈ 2× MKL's (gpt/onednn.py)
     def forward(
         self,
         idx: torch.Tensor,

@@ -1,9 +1,10 @@
 """fp32 matmuls on a CPU through oneDNN's kernel instead of MKL's, where MKL leaves half the machine unused.
 
-    from gpt.onednn import fp32_linears
-    with fp32_linears(device):               # a no-op where it does not pay (see fp32_pays)
-        loss = model(x, y).loss              # every fp32 F.linear of the forward runs oneDNN's kernel; so does backward
-    loss.backward()
+    class GPT(nn.Module):
+        @fp32_forward                        # gpt/model.py: every forward of the model, training or inference
+        def forward(self, idx, ...): ...
+    with fp32_linears(device):               # any other code: a no-op where it does not pay (see fp32_pays)
+        logits = model.lm_head(h)            # every fp32 F.linear inside runs oneDNN's kernel; so does its backward
 
 Why: torch's fp32 matmul on a CPU is MKL's, and MKL picks its code by the CPU's vendor. On a 2-core AMD EPYC Zen 5
 (AVX-512) MKL ran GPT-2 124M's training matmuls (1024 tokens) at 158-189 GFLOP/s and oneDNN's kernel — the one
@@ -11,12 +12,17 @@ torch.compile's inductor calls, `torch.ops.mkldnn._linear_pointwise` — at 333-
 292-320); with oneDNN held to AVX2 the loss's GEMMs ran 103-221 against MKL's 100-184. bf16 matmuls go to oneDNN
 already. So on CPUs not made by Intel, fp32 training runs its Linear layers and its output layer's loss (gpt/loss.py)
 through oneDNN; on Intel CPUs MKL keeps them (its own vendor's: not measured here, no Intel session yet).
-GPT_ONEDNN_FP32=0/1 overrides the choice.
+GPT_ONEDNN_FP32=0/1 overrides the choice. Inference gains as much: 124M's fp32 forward on that Zen 5 took 32 ms for
+16 tokens with oneDNN against 65 with MKL, 0.42 s against 0.81 for 4 × 128 tokens, and a decode step through the
+forward (batch 1 with a hook, or batch 16) 19 ms against 32 — evaluation, prefill, perplexity and explain pages run
+GPT.forward, so they all take it (generate()'s own batch ≤ 8 decode step is gpt/fast_decode.py's, apart from this).
 
 How: a TorchFunctionMode that sees every F.linear call made inside it and sends fp32 CPU ones without autocast to
 _Linear, an autograd Function whose forward and backward call the oneDNN kernel. Results equal F.linear's to fp32
 rounding (another summation order). Not for torch.compile (it traces the model's own F.linear; compile and this
-mode are alternatives: scripts/pretrain.py uses this one only when it does not compile).
+mode are alternatives: fp32_forward steps aside while torch.compile traces). The mode sees every torch call made
+inside it (a few µs each: ≈ 1 ms in a 124M forward), so it is entered only where it will route something: fp32
+parameters on a CPU, no autocast, fp32_pays().
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -90,6 +99,13 @@ class _Linear(torch.autograd.Function):
         return dx, dw, db
 
 
+_entered = threading.local()  # .depth: modes of ours this thread is inside (torch's mode stack is per thread too)
+
+
+def _depth() -> int:
+    return getattr(_entered, "depth", 0)
+
+
 class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -107,14 +123,35 @@ class fp32_linears:  # noqa: N801 (a context manager, used like a function: `wit
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.active = torch.device(device).type == "cpu" and fp32_pays()
-        self._modes: list[_Mode] = []
+        self._modes: list[_Mode | None] = []
 
     def __enter__(self) -> fp32_linears:
-        if self.active:
-            self._modes.append(_Mode())
-            self._modes[-1].__enter__()
+        mode = _Mode() if self.active and _depth() == 0 else None  # inside another: that one routes the calls, and
+        if mode is not None:  # a second would only add its overhead to every call
+            mode.__enter__()
+            _entered.depth = _depth() + 1
+        self._modes.append(mode)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.active:
-            self._modes.pop().__exit__(*exc)
+        mode = self._modes.pop()
+        if mode is not None:
+            _entered.depth = _depth() - 1
+            mode.__exit__(*exc)
+
+
+def fp32_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a module's forward(self, idx, ...): runs it inside fp32_linears when that routes something —
+    idx on a CPU, the module's parameters fp32, autocast off, fp32_pays() — and not while torch.compile traces it
+    (the compiled graph has its own kernels; torch.compiler.is_compiling() is a constant there, so tracing skips the
+    mode). Elsewhere forward runs as written."""
+
+    @functools.wraps(forward)
+    def wrapped(self: torch.nn.Module, idx: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if (torch.compiler.is_compiling() or idx.device.type != "cpu" or _depth() or not fp32_pays()
+                or torch.is_autocast_enabled("cpu") or next(self.parameters()).dtype != torch.float32):  # fmt: skip
+            return forward(self, idx, *args, **kwargs)
+        with fp32_linears("cpu"):
+            return forward(self, idx, *args, **kwargs)
+
+    return wrapped

@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gpt.data import DataError, WindowSampler, eval_batches, is_prepared, load_prepared, prepare_data
 from gpt.eval import EvalDataError, hellaswag_counts, load_task
 from gpt.model import GPT
-from gpt.onednn import fp32_linears
 from gpt.tokenizer import VOCAB_SIZE, get_tokenizer
 from gpt.train import (
     CudaGuardError,
@@ -156,12 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     amp_dtype = autocast_dtype(cfg, device)
     if master and bf16_warning(amp_dtype, device):
         print(bf16_warning(amp_dtype, device), file=sys.stderr, flush=True)
-    if amp_dtype != torch.float32:
-        autocast = torch.autocast(device.type, dtype=amp_dtype)
-    elif cfg.compile and compile_pays(device):
-        autocast = nullcontext()
-    else:  # fp32 CPU Linears through oneDNN where MKL is slow (gpt/onednn.py); elsewhere it does nothing
-        autocast = fp32_linears(device)
+    # (fp32 on a CPU not made by Intel: GPT.forward sends its Linears to oneDNN by itself, gpt/onednn.py)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     # On the CPU the loss skips the (B, T, V) logits (gpt/loss.py: their memory traffic rivals the matmuls there);
     # on GPUs the plain logits + cross-entropy path is the well-trodden one, and torch.compile fuses it.
     logits_out = device.type != "cpu"

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, generate, generate_stream, matvec
+from gpt import GPT, GPTConfig, generate, generate_stream, matvec, onednn
 from gpt.fast_decode import (
     ONEDNN_ENV,
     PACK_MIN_STEPS,
@@ -181,7 +181,7 @@ def _step_logits(step, m, prompts, n_steps=6):
 @pytest.mark.parametrize(
     "overrides", [{}, {"qkv_bias": False}, {"vocab_multiple": 8}], ids=["gpt2", "no qkv bias", "padded vocab"]
 )
-def test_the_written_out_step_computes_what_the_model_computes(overrides):
+def test_the_written_out_step_computes_what_the_model_computes(overrides, monkeypatch):
     from gpt.generate import decode_one_token
 
     m = sharp_model(**overrides)
@@ -189,10 +189,14 @@ def test_the_written_out_step_computes_what_the_model_computes(overrides):
     assert is_plain_gpt(m)
     model_step = functools.partial(decode_one_token, m)
     for prompts in (torch.randint(0, V, (1, 7)), PROMPTS):  # one row; unequal rows, left-padded (masked, shifted)
-        reference = _step_logits(model_step, m, prompts)
+        with monkeypatch.context() as mp:  # the model's forward on torch's own fp32 matmul (not oneDNN, gpt/onednn.py)
+            mp.setattr(onednn, "fp32_pays", lambda: False)
+            reference = _step_logits(model_step, m, prompts)
         assert reference.size(-1) == V  # the padded vocabulary's extra rows are dropped
         # the same kernels (F.linear): the same values bit for bit
         assert torch.equal(_step_logits(EagerDecodeStep(m, onednn=False), m, prompts), reference)
+        # the model's forward as it runs by default (on AMD: its fp32 Linears through oneDNN): to fp32 rounding
+        torch.testing.assert_close(_step_logits(model_step, m, prompts), reference, rtol=1e-5, atol=1e-4)
         if torch.backends.mkldnn.is_available():  # oneDNN's kernel: the same to fp32 rounding
             torch.testing.assert_close(_step_logits(EagerDecodeStep(m), m, prompts), reference, rtol=1e-5, atol=1e-4)
         if matvec.available():  # gpt/matvec.c's kernel: the same to fp32 rounding
@@ -200,8 +204,10 @@ def test_the_written_out_step_computes_what_the_model_computes(overrides):
             torch.testing.assert_close(_step_logits(step, m, prompts), reference, rtol=1e-5, atol=1e-4)
 
 
-def test_the_written_out_step_reads_the_weights_at_each_call():
+def test_the_written_out_step_reads_the_weights_at_each_call(monkeypatch):
     from gpt.generate import decode_one_token
+
+    monkeypatch.setattr(onednn, "fp32_pays", lambda: False)  # the model's forward on F.linear too: bit for bit
 
     m = sharp_model()
     step = EagerDecodeStep(m, onednn=False)  # built before the weights change, as at a paused generate_stream
@@ -330,6 +336,7 @@ def test_eager_decoding_through_onednn_gives_the_same_tokens(monkeypatch, no_ker
     m.eval()
     fast, padded = generate(m, idx, 30, temperature=0), generate(m, PROMPTS, 20, temperature=0)
     monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear (MKL), as before
+    monkeypatch.setattr(onednn, "fp32_pays", lambda: False)  # the prefill's forward too (gpt/onednn.py)
     assert not _ran_onednn(lambda: generate(m, idx, 3, temperature=0))
     assert torch.equal(generate(m, idx, 30, temperature=0), fast)
     assert generate(m, PROMPTS, 20, temperature=0) == padded

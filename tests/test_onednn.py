@@ -55,22 +55,62 @@ def test_a_linear_inside_the_mode_equals_f_linear_forward_and_backward(forced, c
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
 
 
-def test_a_training_step_inside_the_mode_matches_one_without(forced, calls):
-    def step(mode):
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=300, context_length=32, n_layer=2, n_head=2, n_embd=32, vocab_multiple=64))
+def _tiny_gpt():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=300, context_length=32, n_layer=2, n_head=2, n_embd=32, vocab_multiple=64))
+
+
+def _pays(monkeypatch, on: bool) -> None:
+    monkeypatch.setenv(onednn_module.ONEDNN_ENV, "1" if on else "0")
+    onednn_module.fp32_pays.cache_clear()
+
+
+def test_a_training_step_through_onednn_matches_one_through_torchs_matmul(monkeypatch, forced, calls):
+    def step(on):
+        _pays(monkeypatch, on)
+        model = _tiny_gpt()
         x, y = torch.randint(0, 300, (2, 2, 16)).unbind(0)
-        with fp32_linears("cpu") if mode else torch.autocast("cpu", enabled=False):
-            loss = model(x, y, return_logits=False).loss
+        loss = model(x, y, return_logits=False).loss  # GPT.forward enters the mode by itself (fp32_forward)
         loss.backward()
         return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
     loss_ref, g_ref = step(False)
+    assert calls[0] == 0
     loss, g = step(True)
     assert calls[0] == 2 * 4  # the 4 Linears of each of the 2 blocks; the head is the loss's own (gpt/loss.py)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     for name in g_ref:
         torch.testing.assert_close(g[name], g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_inference_forwards_take_onednn_too_logits_head_included(monkeypatch, forced, calls):
+    x = torch.randint(0, 300, (3, 20))
+    _pays(monkeypatch, False)
+    with torch.no_grad():
+        ref = _tiny_gpt().eval()(x)
+    _pays(monkeypatch, True)
+    with torch.no_grad():
+        got = _tiny_gpt().eval()(x)
+    assert calls[0] == 2 * 4 + 1  # the blocks' Linears and lm_head
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_stands_aside_under_autocast_with_bf16_weights_and_inside_an_outer_mode(forced, calls):
+    model, x = _tiny_gpt().eval(), torch.randint(0, 300, (1, 8))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    with torch.no_grad():
+        model.to(torch.bfloat16)(x)
+    assert calls[0] == 0
+    depths = []
+    model.float().transformer.h[0].register_forward_hook(lambda *_: depths.append(onednn_module._depth()))
+    with torch.no_grad():
+        model(x)
+        with fp32_linears("cpu"):  # a caller's own mode around the forward: the forward adds none of its own
+            model(x)
+        assert onednn_module._depth() == 0
+    assert depths == [1, 1]
+    assert calls[0] == 2 * (2 * 4 + 1)
 
 
 def test_the_mode_stands_aside_for_bf16_autocast_other_dtypes_and_when_it_does_not_pay(monkeypatch, forced, calls):

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 
+from gpt.onednn import mm_t
 from gpt.utils import progress_bar
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]  # (context ids, [continuation ids, ...])
@@ -95,7 +96,7 @@ def _token_logprobs(h: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, 
     """h (N, C) hidden states, head (V, C), targets (N,) → ([log p(target)] as floats, [target is the argmax])."""
     logp, greedy = [], []
     for i in range(0, h.size(0), chunk):
-        logprobs = (h[i : i + chunk] @ head.T).float()  # (n, V)
+        logprobs = mm_t(h[i : i + chunk], head).float()  # (n, V) = h headᵀ; fp32 on AMD: oneDNN's (gpt/onednn.py)
         logprobs -= torch.logsumexp(logprobs, dim=-1, keepdim=True)  # log-softmax, in place
         t = targets[i : i + chunk, None]
         logp += logprobs.gather(1, t)[:, 0].double().tolist()
