@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     env["command"] = "python bench/eval.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out = args.out or ROOT / "bench" / "results" / f"eval-{env['machine']}.md"
     real = WEIGHTS.is_file()
+    torch.manual_seed(0)  # random weights: the same ones in every run, so runs' accuracies compare too
     model = load_model(WEIGHTS, device=device) if real else GPT(GPTConfig.from_preset("124M")).to(device).eval()
     r = {"weights": "OpenAI's weights" if real else "random weights", "examples": len(rows),
          "dtype": args.dtype, "batch_size": args.batch_size, "tokens": harness_tokens(rows)}  # fmt: skip
