@@ -7,21 +7,15 @@ import os
 import platform
 import re
 import sys
-from pathlib import Path
 
 import torch
 
-from gpt.fast_decode import cpu_flags as all_cpu_flags
+from gpt.utils import cpu_flags as all_cpu_flags
+from gpt.utils import cpuinfo
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> str:

@@ -41,28 +41,18 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import weakref
-from pathlib import Path
 
 import torch
 
 from gpt import matvec
 from gpt.generate import decode_one_token
 from gpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
+from gpt.utils import cpu_flags  # noqa: F401 (imported from here by callers and tests as well)
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
 ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (MKL; bf16 unpacked), see onednn_linear
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        m = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(encoding="utf-8"), re.M)
-    except OSError:
-        return frozenset()
-    return frozenset(m.group(1).split()) if m else frozenset()
 
 
 MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills keep MKL's GEMM

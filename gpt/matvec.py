@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from gpt.utils import cpuinfo
+
 MAX_ROWS = 8  # rows (tokens) a call serves: decode steps; more rows are a GEMM's job (MKL reuses each weight)
 MATVEC_ENV = "GPT_DECODE_MATVEC"  # "0": never build or use the kernel
 SOURCE = Path(__file__).with_name("matvec.c")
@@ -62,13 +64,8 @@ def _cache_dir() -> Path:
 
 
 def _cpu_identity() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return platform.processor() + platform.machine()
-    model = re.search(r"^model name\s*:(.*)$", info, re.M)
-    flags = re.search(r"^flags\s*:(.*)$", info, re.M)
-    return f"{model.group(1).strip() if model else ''}|{flags.group(1).strip() if flags else ''}"
+    model = cpuinfo("model name")
+    return platform.processor() + platform.machine() if model is None else f"{model}|{cpuinfo('flags')}"
 
 
 def _whole_elf(path: Path) -> bool:

@@ -29,24 +29,20 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from gpt.utils import cpuinfo
+
 ONEDNN_ENV = "GPT_ONEDNN_FP32"  # "0": fp32 CPU matmuls stay on torch's own (MKL); "1": oneDNN whatever the vendor
 
 
 def _cpu_vendor() -> str:
-    try:
-        m = re.search(r"^vendor_id\s*:\s*(\S+)", Path("/proc/cpuinfo").read_text(encoding="utf-8"), re.M)
-    except OSError:
-        return ""
-    return m.group(1) if m else ""
+    return cpuinfo("vendor_id") or ""  # "AuthenticAMD", "GenuineIntel"; "" where unknown
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,22 @@ def get_dtype(name: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def cpuinfo(field: str, path: str | Path = "/proc/cpuinfo") -> str | None:
+    """The first value of `field` ("vendor_id", "model name", "flags") in /proc/cpuinfo, stripped: "" where no line
+    has it, None where there is no such file (macOS, Windows)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(rf"^{re.escape(field)}\s*:(.*)$", text, re.M)
+    return m.group(1).strip() if m else ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo ("avx2", "avx512_bf16", "amx_tile", ...; empty where none)."""
+    return frozenset((cpuinfo("flags") or "").split())
 
 
 def num_threads() -> int:

@@ -148,3 +148,19 @@ def test_one_mode_object_serves_many_steps(forced, calls):
     assert calls[0] == 3
     lin(torch.randn(2, 8))  # outside: F.linear as usual
     assert calls[0] == 3
+
+
+def test_cpuinfo_reads_the_first_value_of_a_field(tmp_path):
+    from gpt.utils import cpuinfo
+
+    f = tmp_path / "cpuinfo"  # the layout Linux writes: a tab-padded name, ": ", the value; one block per CPU
+    f.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+        "processor\t: 1\nvendor_id\t: GenuineIntel\n",
+        encoding="utf-8",
+    )
+    assert cpuinfo("vendor_id", f) == "AuthenticAMD"
+    assert cpuinfo("model name", f) == "AMD EPYC 9B45"
+    assert cpuinfo("flags", f).split() == ["fpu", "avx2", "avx512_bf16"]
+    assert cpuinfo("microcode", f) == ""  # no such line
+    assert cpuinfo("flags", tmp_path / "absent") is None  # no such file (macOS, Windows)

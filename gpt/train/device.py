@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from gpt.utils import cpu_flags
+
 if TYPE_CHECKING:
     from gpt.train.config import TrainConfig
 
@@ -92,8 +94,6 @@ def native_bf16_matmul(device: torch.device, flags: frozenset[str] | None = None
     if device.type != "cpu":
         return True  # MPS and others: as the backend provides it
     if flags is None:
-        from gpt.fast_decode import cpu_flags
-
         flags = cpu_flags()
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
