@@ -30,7 +30,7 @@
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
 same weights; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC with AVX-512 BF16, no AMX): decoding is
 bound by streaming the weights (495 MB a token in fp32). Eager fp32 (gpt/matvec.c; without it column-major oneDNN) ≈
-1.6-2.5× HF; compiled ≈ 2.4-3.3× HF in fp32 and ≈ 3.6-4.4× HF fp32 with bf16 weights — the compiled CPU step is one
+1.6-2.6× HF; compiled ≈ 2.4-3.3× HF in fp32 and ≈ 3.6-4.4× HF fp32 with bf16 weights — the compiled CPU step is one
 fused C++ loop per weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate,
 oneDNN at two thirds). The first call per batch size / cache size compiles for 20-60 s on 2 CPU cores. On a 2-core
 Intel Sapphire Rapids (AMX, issue 15) the compiled fp32 step was no faster than eager with MKL (1.01× HF vs eager
@@ -55,7 +55,7 @@ COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode s
 ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (MKL; bf16 unpacked), see onednn_linear
 
 
-MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills keep MKL's GEMM
+MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills are the model's GEMMs
 PACK_MIN_STEPS = 32  # bf16: packing costs 45-75 ms (124M) and saves ≈ 4 ms a decode step: shorter runs skip it
 
 
