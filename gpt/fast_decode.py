@@ -40,7 +40,6 @@ Intel Sapphire Rapids (AMX, issue 15) the compiled fp32 step was no faster than 
 from __future__ import annotations
 
 import functools
-import os
 import weakref
 
 import torch
@@ -48,7 +47,7 @@ import torch
 from gpt import matvec
 from gpt.generate import decode_one_token
 from gpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
-from gpt.utils import cpu_flags  # noqa: F401 (imported from here by callers and tests as well)
+from gpt.utils import cpu_flags, env_flag
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
 COMPILE_ENV = "GPT_DECODE_COMPILE"  # "1" / "0": force the compiled CPU decode step on or off (default: compile_helps)
@@ -221,7 +220,7 @@ def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):
     w = next(model.parameters())
     if w.device.type != "cpu" or not is_plain_gpt(model):
         return functools.partial(decode_one_token, model)
-    onednn = os.environ.get(ONEDNN_ENV, "1") != "0" and _onednn_available()
+    onednn = env_flag(ONEDNN_ENV) is not False and _onednn_available()
     if w.dtype == torch.float32:
         return EagerDecodeStep(model, onednn=onednn, kernel=matvec.available())
     if onednn and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
@@ -244,9 +243,9 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     vs eager 0.98×).
     Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
     timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
-    forced = os.environ.get(COMPILE_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = env_flag(COMPILE_ENV)
+    if forced is not None:
+        return forced
     if device_type != "cpu":
         return True
     amx = bool({"amx_bf16", "amx_tile"} & cpu_flags())

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from gpt.utils import cpuinfo
+from gpt.utils import cpuinfo, env_flag
 
 MAX_ROWS = 8  # rows (tokens) a call serves: decode steps; more rows are a GEMM's job (MKL reuses each weight)
 MATVEC_ENV = "GPT_DECODE_MATVEC"  # "0": never build or use the kernel
@@ -131,7 +131,7 @@ def _torch_runtime(runtimes: list[str]) -> str | None:
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get(MATVEC_ENV, "1") == "0":
+    if env_flag(MATVEC_ENV) is False:
         return None
     runtimes = _openmp_runtimes()
     runtime = _torch_runtime(runtimes)

@@ -28,7 +28,6 @@ parameters on a CPU, no autocast, fp32_pays().
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,9 +35,9 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from gpt.utils import cpuinfo
+from gpt.utils import cpuinfo, env_flag
 
-ONEDNN_ENV = "GPT_ONEDNN_FP32"  # "0": fp32 CPU matmuls stay on torch's own (MKL); "1": oneDNN whatever the vendor
+ONEDNN_ENV = "GPT_ONEDNN_FP32"  # 0/false: fp32 CPU matmuls stay on torch's own (MKL); 1/true: oneDNN on any CPU
 
 
 def _cpu_vendor() -> str:
@@ -51,9 +50,9 @@ def fp32_pays() -> bool:
     not Intel (GPT_ONEDNN_FP32=0/1 overrides). Decided once per process."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
-    env = os.environ.get(ONEDNN_ENV)
-    if env is not None:
-        return env != "0"
+    forced = env_flag(ONEDNN_ENV)
+    if forced is not None:
+        return forced
     vendor = _cpu_vendor()
     return vendor not in ("", "GenuineIntel")
 

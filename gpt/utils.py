@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import json
 import math
 import os
@@ -158,6 +159,27 @@ def get_dtype(name: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool | None:
+    """A yes/no switch from the environment variable `name`: True for 1/true/yes/on, False for 0/false/no/off (any
+    case, spaces ignored), None where it is unset or empty — the caller's own choice then. Any other value is
+    ignored (None) after one "warning:" line on stderr naming the values it takes."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in _YES or value in _NO:
+        return value in _YES
+    if value:
+        _warn_once(f"warning: {name}={os.environ[name]!r} is not a yes/no value ({'/'.join(_YES)} or "
+                   f"{'/'.join(_NO)}); ignored")  # fmt: skip
+    return None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def cpuinfo(field: str, path: str | Path = "/proc/cpuinfo") -> str | None:

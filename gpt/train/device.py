@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gpt.utils import cpu_flags
+from gpt.utils import cpu_flags, env_flag
 
 if TYPE_CHECKING:
     from gpt.train.config import TrainConfig
@@ -121,10 +121,8 @@ def compile_pays(device: torch.device) -> bool:
     already avoids the logits (gpt/loss.py) and its matmuls run near the machine's peak, so inductor has little
     left to fuse. Elsewhere (CUDA, MPS): yes, as configured.
     COMPILE_ENV=1/0 overrides it. The same answer every time on one machine: no timing involved."""
-    forced = os.environ.get(COMPILE_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    return device.type != "cpu"
+    forced = env_flag(COMPILE_ENV)
+    return device.type != "cpu" if forced is None else forced
 
 
 @dataclass
