@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch
+from machine import call_seconds, sync  # bench/machine.py
 
 from gpt import GPT, GPTConfig, generate
 from gpt.fast_decode import CompiledDecoder, prepare_for_decoding
@@ -84,13 +85,7 @@ def matvec_bandwidth(device: str = "cpu", repeats: int = 10) -> float:
     best = 0.0
     for f in (lambda: x @ W.T, lambda: x @ W):  # (out, in) storage, then (in, out) storage
         f()
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+        times = [call_seconds(f, device) for _ in range(repeats)]
         best = max(best, W.numel() * 4 / min(times) / 1e9)  # the best repeat: others sharing the machine only slow it
     return best
 
@@ -100,13 +95,7 @@ def stream_bandwidth(device: str = "cpu", repeats: int = 10, a: torch.Tensor | N
     `repeats`."""
     a = torch.randn(128 * 2**20, device=device) if a is None else a
     a.sum()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        a.sum()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    times = [call_seconds(a.sum, device) for _ in range(repeats)]
     return a.numel() * 4 / min(times) / 1e9
 
 
@@ -115,11 +104,6 @@ def share_of_ceiling(streamed: list[float], beside: list[float], matvec: float, 
     read in round r) / that call's ceiling, the largest of beside[r] (the mean of the sums just before and after the
     call), the mat-vec's GB/s, and fastest[r] (the round's fastest variant: no ceiling below what a call reached)."""
     return statistics.median(s / max(b, matvec, f) for s, b, f in zip(streamed, beside, fastest, strict=True))
-
-
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 @dataclass
@@ -194,7 +178,7 @@ def measure_decode(
     for name, (_, f) in variants.items():  # warm-up (and compile)
         t0 = time.perf_counter()
         outputs[name] = f()
-        _sync(device)
+        sync(device)
         log(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s")
     times = {name: [] for name in variants}
     beside = {name: [] for name in variants}  # per round: the mean of the sums just before and after its call
@@ -202,11 +186,7 @@ def measure_decode(
     streams = [stream_bandwidth(device, repeats=2, a=big)]
     for _ in range(repeats):
         for name, (_, f) in variants.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(call_seconds(f, device))
             streams.append(stream_bandwidth(device, repeats=2, a=big))
             beside[name].append((streams[-2] + streams[-1]) / 2)
     del big

@@ -7,11 +7,28 @@ import os
 import platform
 import re
 import sys
+import time
+from collections.abc import Callable
 
 import torch
 
 from gpt.utils import cpu_flags as all_cpu_flags
 from gpt.utils import cpuinfo
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait until the device has run what was queued on it (CUDA runs kernels asynchronously); on a CPU, nothing."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def call_seconds(f: Callable[[], object], device: str | torch.device) -> float:
+    """Wall seconds of one call of f, with the device's queued work finished before and after it."""
+    sync(device)
+    t0 = time.perf_counter()
+    f()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def cpu_model() -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import argparse
 import dataclasses
@@ -28,17 +28,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from machine import call_seconds  # bench/machine.py
 
 from gpt import GPT, GPTConfig
 from gpt.train import configure_optimizer, flops_per_token, native_bf16_matmul, param_groups
 from gpt.utils import keep_freed_memory
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def fast_dtype(device: str = "cpu") -> str:
@@ -89,13 +85,7 @@ def measure_matmul_peak(
         for name, f in kernels.items():
             for _ in range(2):
                 f()
-            times = []
-            for _ in range(repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                f()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
+            times = [call_seconds(f, device) for _ in range(repeats)]
             best[name] = 2 * M * K * N / statistics.median(times)
         key, winner = f"{M}×{K}·{K}×{N}", max(best, key=best.get)
         out[key] = best[winner]
