@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from gpt.eval import EvalDataError, format_table, write_json
     from gpt.eval.tasks import evaluate, load_data, parse_tasks
     from gpt.tokenizer import VOCAB_SIZE, sha256_file
+    from gpt.train import emulated_matmul_note
     from gpt.utils import get_device, get_dtype
     from gpt.weights import load_model, resolve_weights_path
 
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError, SafetensorError) as e:
         return fail(f"could not load the weights ({e}); pass a .safetensors written by this project "
                     "(scripts/load_openai_weights.py, scripts/pretrain.py)")  # fmt: skip
+    slow = emulated_matmul_note(get_dtype(args.dtype), device)
+    if slow:  # a user's choice, not an error: it runs, slowly
+        log(f"warning: --dtype {args.dtype}: {slow}; pass --dtype float32 to evaluate faster")
     C = model.config
     if C.vocab_size < VOCAB_SIZE:
         return fail(f"the model's vocabulary ({C.vocab_size}) is smaller than GPT-2's ({VOCAB_SIZE}); these tasks "

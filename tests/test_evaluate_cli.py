@@ -188,3 +188,23 @@ def test_a_closed_stdout_still_writes_the_results_file(weights, tmp_path, stderr
     _, err = p.communicate(timeout=300)
     assert p.returncode == 141 and (stderr_too or "Traceback" not in err), err
     assert json.loads(out.read_text(encoding="utf-8"))["results"][0]["task"] == "wikitext"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_dtype_this_cpu_emulates_runs_after_one_warning_line_naming_the_fix(weights, tmp_path, run_cli, dtype):
+    import torch
+
+    from gpt.train import emulated_matmul_note
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wiki.test.raw").write_text(WIKITEXT.read_text(encoding="utf-8"), encoding="utf-8")
+    r = run_cli("--weights", weights, "--tasks", "wikitext", "--data-dir", data, "--no-download", "--limit", "1",
+                "--device", "cpu", "--dtype", dtype, "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    if emulated_matmul_note(getattr(torch, dtype), torch.device("cpu")) is None:  # this CPU has the instructions
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and f"--dtype {dtype}: this CPU has no " in warnings[0]
+        assert warnings[0].endswith("; pass --dtype float32 to evaluate faster")

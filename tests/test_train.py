@@ -268,6 +268,21 @@ def test_dtype_auto_takes_bf16_only_where_its_matmuls_are_native():
     assert TrainConfig.from_file(ROOT / "configs" / "tiny.yaml").dtype == "auto"
 
 
+def test_the_dtypes_a_cpu_emulates_are_named_with_the_instructions_it_lacks():
+    from gpt.train import emulated_matmul_note
+
+    cpu = torch.device("cpu")
+    zen3, zen5 = frozenset({"avx2"}), frozenset({"avx2", "avx512f", "avx512_bf16"})  # CPUs' flags
+    spr = frozenset({"avx512_fp16", "amx_bf16"})
+    assert "no AVX-512 BF16 or AMX" in emulated_matmul_note(torch.bfloat16, cpu, zen3)
+    assert emulated_matmul_note(torch.bfloat16, cpu, zen5) is None
+    assert "no AVX-512 FP16 or AMX-FP16, so torch emulates float16" in emulated_matmul_note(torch.float16, cpu, zen5)
+    assert emulated_matmul_note(torch.float16, cpu, spr) is None
+    assert emulated_matmul_note(torch.bfloat16, cpu, spr) is None
+    assert emulated_matmul_note(torch.float32, cpu, frozenset()) is None  # float32 is every CPU's own
+    assert emulated_matmul_note(torch.float16, torch.device("cuda"), frozenset()) is None
+
+
 def test_bf16_autocast_on_a_cpu_without_native_bf16_is_warned_about_with_the_fix():
     from gpt.fast_decode import cpu_flags
     from gpt.train import bf16_warning, native_bf16_matmul

@@ -24,6 +24,7 @@ from gpt.train.device import (
     compile_pays,
     cuda_guard_message,
     dist_info_from_env,
+    emulated_matmul_note,
     native_bf16_matmul,
     resolve_device,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "apply_overrides",
     "autocast_dtype",
     "bf16_warning",
+    "emulated_matmul_note",
     "native_bf16_matmul",
     "batch_size_for",
     "build_arg_parser",

@@ -98,6 +98,25 @@ def native_bf16_matmul(device: torch.device, flags: frozenset[str] | None = None
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
+_NATIVE_FLAGS = {torch.bfloat16: ({"avx512_bf16", "amx_bf16"}, "AVX-512 BF16 or AMX"),
+                 torch.float16: ({"avx512_fp16", "amx_fp16"}, "AVX-512 FP16 or AMX-FP16")}  # fmt: skip
+
+
+def emulated_matmul_note(dtype: torch.dtype, device: torch.device, flags: frozenset[str] | None = None) -> str | None:
+    """Why `dtype` matmuls are slow on this device, or None where they run natively: on a CPU, bfloat16 without
+    AVX-512 BF16 or AMX and float16 without AVX-512 FP16 or AMX-FP16 are emulated by torch (measured on a 2-core AMD
+    EPYC Zen 5, torch 2.13, a (1024×768)·(768×3072) product: float16 1 GFLOP/s, float32 132, bfloat16 644; bf16 on
+    an AVX2-only Zen 3: 20 against fp32's 176). `flags`: the CPU's feature flags (/proc/cpuinfo's if None). GPUs and
+    float32: None. Whether AVX-512 FP16 makes torch's fp16 matmul fast is unmeasured here (no such CPU yet)."""
+    if device.type != "cpu" or dtype not in _NATIVE_FLAGS:
+        return None
+    needed, names = _NATIVE_FLAGS[dtype]
+    if needed & (cpu_flags() if flags is None else flags):
+        return None
+    name = str(dtype).removeprefix("torch.")
+    return f"this CPU has no {names}, so torch emulates {name} matmuls, several times slower than float32"
+
+
 def bf16_warning(amp_dtype: torch.dtype, device: torch.device) -> str | None:
     """The warning to print when bf16 autocast was asked for where it is slow (native_bf16_matmul), else None."""
     if amp_dtype != torch.bfloat16 or native_bf16_matmul(device):
