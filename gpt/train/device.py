@@ -93,9 +93,7 @@ def native_bf16_matmul(device: torch.device, flags: frozenset[str] | None = None
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return True  # MPS and others: as the backend provides it
-    if flags is None:
-        flags = cpu_flags()
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return emulated_matmul_note(torch.bfloat16, device, flags) is None
 
 
 _NATIVE_FLAGS = {torch.bfloat16: ({"avx512_bf16", "amx_bf16"}, "AVX-512 BF16 or AMX"),
