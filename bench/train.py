@@ -31,6 +31,7 @@ import torch
 from machine import call_seconds  # bench/machine.py
 
 from gpt import GPT, GPTConfig
+from gpt.onednn import available as onednn_available
 from gpt.train import configure_optimizer, flops_per_token, native_bf16_matmul, param_groups
 from gpt.utils import keep_freed_memory
 
@@ -74,7 +75,7 @@ def measure_matmul_peak(
     same shapes — a peak from MKL alone would be less than half the machine's. winners (optional) gets each shape's
     faster kernel's name."""
     out = {}
-    onednn = device == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    onednn = device == "cpu" and onednn_available()
     for M, K, N in shapes:
         a, b = torch.randn(M, K, device=device).to(dtype), torch.randn(K, N, device=device).to(dtype)
         kernels = {"torch": lambda a=a, b=b: a @ b}

@@ -47,6 +47,7 @@ import torch
 from gpt import matvec
 from gpt.generate import decode_one_token
 from gpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
+from gpt.onednn import available as onednn_available
 from gpt.utils import cpu_flags, env_flag
 
 CACHE_ROUNDING = 256  # cache lengths are rounded up to a multiple of this, so a few graphs serve every request
@@ -97,13 +98,6 @@ def onednn_linear(module: torch.nn.Linear, pack: bool = False):
         return torch.nn.functional.linear(x, w, b)
 
     return linear
-
-
-def _onednn_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
 
 
 _WRITTEN_OUT = (GPT, Block, CausalSelfAttention, MLP, torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Embedding,
@@ -220,7 +214,7 @@ def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):
     w = next(model.parameters())
     if w.device.type != "cpu" or not is_plain_gpt(model):
         return functools.partial(decode_one_token, model)
-    onednn = env_flag(ONEDNN_ENV) is not False and _onednn_available()
+    onednn = env_flag(ONEDNN_ENV) is not False and onednn_available()
     if w.dtype == torch.float32:
         return EagerDecodeStep(model, onednn=onednn, kernel=matvec.available())
     if onednn and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:

@@ -44,11 +44,19 @@ def _cpu_vendor() -> str:
     return cpuinfo("vendor_id") or ""  # "AuthenticAMD", "GenuineIntel"; "" where unknown
 
 
+def available() -> bool:
+    """Whether this torch build has oneDNN and its linear op (`torch.ops.mkldnn._linear_pointwise`)."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @functools.cache
 def fp32_pays() -> bool:
     """Whether fp32 CPU matmuls go through oneDNN's kernel: where torch has it, on CPUs whose vendor is known and
     not Intel (GPT_ONEDNN_FP32=0/1 overrides). Decided once per process."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+    if not available():
         return False
     forced = env_flag(ONEDNN_ENV)
     if forced is not None:
