@@ -52,13 +52,36 @@ def isa_tier(flags: frozenset[str] | None = None) -> str:
     return "base"
 
 
+# AMD's (family, first model, last model) -> core generation, as Linux's arch/x86/kernel/cpu/amd.c assigns its
+# X86_FEATURE_ZEN1..ZEN5 flags (Milan is family 25 model 1, Genoa 25/17, Turin 26/2 or 26/17).
+AMD_ZEN = [
+    (23, 0x00, 0x2F, "zen1"), (23, 0x30, 0xAF, "zen2"),
+    (25, 0x00, 0x0F, "zen3"), (25, 0x20, 0x5F, "zen3"), (25, 0x10, 0x1F, "zen4"), (25, 0x60, 0xAF, "zen4"),
+    (26, 0x00, 0x2F, "zen5"), (26, 0x40, 0x4F, "zen5"), (26, 0x60, 0x7F, "zen5"),
+]  # fmt: skip
+
+
+def cpu_generation(vendor: str | None = None, family: str | None = None, model: str | None = None) -> str:
+    """The core generation where the model name does not tell it: "AMD EPYC" covers Zen 3 (AVX2 only), Zen 4 and
+    Zen 5 (AVX-512 BF16, different widths), which differ in what wins. "zen4" for an AMD family 25 model 17; for
+    another AMD family/model "f<family>m<model>"; "" on other vendors (Intel's model names already tell it) or where
+    /proc/cpuinfo is missing. Arguments: /proc/cpuinfo's "vendor_id", "cpu family" and "model" by default."""
+    vendor = cpuinfo("vendor_id") if vendor is None else vendor
+    family = cpuinfo("cpu family") if family is None else family
+    model = cpuinfo("model") if model is None else model
+    if vendor != "AuthenticAMD" or not (family or "").isdigit() or not (model or "").isdigit():
+        return ""
+    f, m = int(family), int(model)
+    return next((gen for fam, lo, hi, gen in AMD_ZEN if fam == f and lo <= m <= hi), f"f{f}m{m}")
+
+
 def machine_name(device: str) -> str:
-    """A file name for this machine: the GPU model on CUDA, else the CPU model, its instruction-set tier and the
-    thread count (cpu-amd-epyc-avx2-2t)."""
+    """A file name for this machine: the GPU model on CUDA, else the CPU model, its generation where the model name
+    hides it, its instruction-set tier and the thread count (cpu-amd-epyc-zen3-avx2-2t, cpu-intel-xeon-...-amx-2t)."""
     if device.startswith("cuda"):
         raw = torch.cuda.get_device_name(torch.device(device))
     else:
-        raw = f"cpu {cpu_model()} {isa_tier()} {torch.get_num_threads()}t"
+        raw = f"cpu {cpu_model()} {cpu_generation()} {isa_tier()} {torch.get_num_threads()}t"
     return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
 
 
@@ -69,6 +92,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "cpu_family_model": f"{cpuinfo('vendor_id')} family {cpuinfo('cpu family')} model {cpuinfo('model')}",
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": device,

@@ -286,7 +286,7 @@ def shared_machine_note(
     Nothing when GPT_THREADS / OMP_NUM_THREADS chose (torchrun sets OMP_NUM_THREADS, so only the second applies).
     Why: OpenMP threads meet after every op, data-parallel processes once a step; beside a 2-thread program on 2
     cores the tiny run kept 38-42% of its best quiet speed in 1 thread, 52-70% as `torchrun --nproc-per-node 2`
-    (bench/threads.py; bench/results/cpu-amd-epyc-avx512bf16-2t.md, 2-core AMD EPYC; issue 15)."""
+    (bench/threads.py; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC; issue 15)."""
     cpus = usable_cpus() if cpus is None else cpus
     procs, batch = split or (0, None)
     batch_flag = f" --batch-size {batch}" if batch else ""

@@ -188,3 +188,19 @@ def test_a_report_is_named_by_the_cpus_instruction_set_tier():
     assert isa_tier(frozenset()) == "base"
     name = machine_name("cpu")
     assert name.startswith("cpu-") and f"-{isa_tier()}-{torch.get_num_threads()}t" in name
+
+
+def test_an_amd_report_is_named_by_its_zen_generation():
+    # "AMD EPYC" with AVX-512 BF16 is Zen 4 (Genoa, family 25 model 17) or Zen 5 (Turin, family 26): one name each
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from machine import cpu_generation
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert cpu_generation("AuthenticAMD", "25", "1") == "zen3"  # Milan
+    assert cpu_generation("AuthenticAMD", "25", "17") == "zen4"  # Genoa
+    assert cpu_generation("AuthenticAMD", "26", "2") == "zen5"  # Turin
+    assert cpu_generation("AuthenticAMD", "23", "49") == "zen2"  # Rome
+    assert cpu_generation("AuthenticAMD", "27", "0") == "f27m0"  # unknown to the table: still one name per chip
+    assert cpu_generation("GenuineIntel", "6", "143") == ""  # Sapphire Rapids: the model name tells it
+    assert cpu_generation("", "", "") == ""
