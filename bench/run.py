@@ -200,7 +200,8 @@ def markdown(env: dict, results: dict) -> str:
     L += [f"`{env['command']}` · {env['date']}", ""]
     L += ["| | |", "|---|---|"]
     dev = env.get("gpu") or "CPU"
-    L += [f"| device | {env['device']} ({dev}) |", f"| CPU | {env['cpu']} ({env['cpu_flags'] or 'flags unknown'}; {env.get('cpu_family_model', '')}) |"]
+    cpu = f"{env['cpu']} ({env['cpu_flags'] or 'flags unknown'}; {env.get('cpu_family_model', '')})"
+    L += [f"| device | {env['device']} ({dev}) |", f"| CPU | {cpu} |"]
     L += [f"| cores / torch threads | {env['cores']} / {env['threads']} |"]
     L += [f"| torch / transformers / python | {env['torch']} / {env['transformers']} / {env['python']} |", ""]
     L += ["Medians over repeats after warm-up; ours and the peer alternate in each round, so background load hits "

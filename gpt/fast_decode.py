@@ -28,7 +28,7 @@
   compiled step lost to eager.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
-same weights; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC Zen 5 with AVX-512 BF16, no AMX): decoding is
+same weights; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC Zen 5, no AMX): decoding is
 bound by streaming the weights (495 MB a token in fp32). Eager fp32 (gpt/matvec.c; without it column-major oneDNN) ≈
 1.6-2.6× HF; compiled ≈ 2.4-3.3× HF in fp32 and ≈ 3.6-4.4× HF fp32 with bf16 weights — the compiled CPU step is one
 fused C++ loop per weight instead of a library's matrix-vector kernel (MKL streams fp32 at about half that rate,
