@@ -3,6 +3,7 @@ target, and whether it is met. Only goals whose numbers the run measured appear.
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import NamedTuple
 
@@ -25,6 +26,12 @@ def _paired_ratio(a: dict, b: dict) -> float:
     if ra and len(ra) == len(rb):
         return statistics.median(x / y for x, y in zip(ra, rb, strict=True))
     return a["tok_s"] / b["tok_s"]
+
+
+def _training_ceiling(hf_mfu: float | None) -> str:
+    """What any training step could reach against HF on this machine: its matmuls alone at the swept peak (100% MFU)
+    are 1 / HF's MFU times HF's speed. Where HF already runs its matmuls at 65% of the peak, 1.5× needs 98%."""
+    return f" (at most {1 / hf_mfu:.2f}× here: 100% MFU / HF's {hf_mfu:.0%})" if hf_mfu else ""
 
 
 def check_goals(results: dict) -> list[Goal]:
@@ -55,10 +62,12 @@ def check_goals(results: dict) -> list[Goal]:
                     out.append(Goal(what, r, "≥ 0.97× (never slower)", True))
     train = results.get("train", {}).get("rows", [])
     hf = {r["dtype"]: r["tokens_per_sec"] for r in train if r["model"] == "hf"}
+    hf_mfu = {r["dtype"]: r["mfu_measured_peak"] for r in train if r["model"] == "hf" and r.get("mfu_measured_peak")}
     for r in train:
         if r["model"] == "ours" and r["dtype"] == "bf16" and "bf16" in hf:
             ratio = r["tokens_per_sec"] / hf["bf16"]
-            out.append(Goal("training bf16: × HF", ratio, "≥ 1.50×", ratio >= 1.5))
+            out.append(Goal("training bf16: × HF", ratio, "≥ 1.50×" + _training_ceiling(hf_mfu.get("bf16")),
+                            ratio >= 1.5))  # fmt: skip
         if (
             r["model"] == "ours"
             and r["dtype"] == "fp32"
@@ -67,7 +76,8 @@ def check_goals(results: dict) -> list[Goal]:
         ):
             # no native bf16 here: one trains in fp32, so the goal is read for fp32 (the report says so)
             ratio = r["tokens_per_sec"] / hf["fp32"]
-            out.append(Goal("training fp32 (this CPU has no native bf16): × HF", ratio, "≥ 1.50×", ratio >= 1.5))
+            out.append(Goal("training fp32 (this CPU has no native bf16): × HF", ratio,
+                            "≥ 1.50×" + _training_ceiling(hf_mfu.get("fp32")), ratio >= 1.5))  # fmt: skip
     check = results.get("train", {}).get("compile_check")
     if check and "compile_pays" in results["train"]:
         ratio, pays = check["compiled_tok_s"] / check["eager_tok_s"], results["train"]["compile_pays"]
@@ -94,6 +104,6 @@ def markdown_goals(goals: list[Goal]) -> list[str]:
         return []
     L = ["## Goals (issue 15), from this run", "", "| goal | measured | target | met |", "|---|---:|---|:---:|"]
     for g in goals:
-        value = f"{g.value:.0%}" if "%" in g.target else f"{g.value:.2f}×"
+        value = f"{g.value:.0%}" if re.match(r"[≥≤] [\d.]+%", g.target) else f"{g.value:.2f}×"  # a share, or a ratio
         L += [f"| {g.goal} | {value} | {g.target} | {'met' if g.met else '**not met**'} |"]
     return L + [""]

@@ -200,7 +200,8 @@ def markdown(env: dict, results: dict) -> str:
     L += [f"`{env['command']}` · {env['date']}", ""]
     L += ["| | |", "|---|---|"]
     dev = env.get("gpu") or "CPU"
-    cpu = f"{env['cpu']} ({env['cpu_flags'] or 'flags unknown'}; {env.get('cpu_family_model', '')})"
+    about = [env["cpu_flags"] or "flags unknown", env.get("cpu_family_model")]  # the latter since 2026-12-02
+    cpu = f"{env['cpu']} ({'; '.join(filter(None, about))})"
     L += [f"| device | {env['device']} ({dev}) |", f"| CPU | {cpu} |"]
     L += [f"| cores / torch threads | {env['cores']} / {env['threads']} |"]
     L += [f"| torch / transformers / python | {env['torch']} / {env['transformers']} / {env['python']} |", ""]
