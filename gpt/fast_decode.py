@@ -11,9 +11,10 @@
   kernel this machine has: gpt/matvec.c's (gpt/matvec.py: compiled on first use where a C compiler is, it streams
   fp32 weights at ≈ 95% of a plain sum's speed; GPT_DECODE_MATVEC=0 turns it off), else oneDNN's (onednn_linear:
   fp32 column-major ≈ 1.65-2× MKL's speed; bf16 packed in oneDNN's layout ≈ 1.4× F.linear where the CPU has AVX-512
-  BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. bf16 weights take oneDNN's packed kernel where the CPU
-  can pack them, else gpt/matvec.c's (widened to fp32 in registers). A model with hooks, subclassed modules or
-  manual attention runs its own forward instead (is_plain_gpt).
+  BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. bf16 weights at batch 1 take gpt/matvec.c's (widened to
+  fp32 in registers, at the memory's speed), from batch 2 oneDNN's packed kernel where the CPU can pack them
+  (PACK_MIN_BATCH). A model with hooks, subclassed modules or manual attention runs its own forward instead
+  (is_plain_gpt).
 - prepare_for_decoding(): where oneDNN decodes fp32 (no C compiler for gpt/matvec.c), stores each fp32 Linear weight
   column-major, the layout oneDNN and MKL read fastest; gpt/matvec.c reads the plain layout, which it keeps.
   load_model applies it (layout="decode", the default), so a notebook's load_model + generate gets it, not only the
@@ -57,6 +58,11 @@ ONEDNN_ENV = "GPT_DECODE_ONEDNN"  # "0": eager CPU decode steps keep F.linear (M
 
 MAX_ROWS = 8  # oneDNN's kernel serves inputs of at most this many rows: decode steps; prefills are the model's GEMMs
 PACK_MIN_STEPS = 32  # bf16: packing costs 45-75 ms (124M) and saves ≈ 4 ms a decode step: shorter runs skip it
+# bf16 at batch 1: gpt/matvec.c streams the weights at the memory's speed and beats packed oneDNN (124M on a 2-core
+# AMD EPYC Zen 4: 78 vs 59 tok/s; its 49 mat-vecs read bf16 at 28-31 GB/s, a plain sum 26-30); from 2 rows on each
+# weight serves several rows, oneDNN's blocked kernel catches up (batch 2: 106 vs 103 tok/s) and wins (batch 8: 298
+# vs 150), so it packs. Not yet measured on Zen 5 or Intel: bench/run.py's "ours bfloat16 eager" row there tells.
+PACK_MIN_BATCH = 2
 
 
 def _onednn_applies(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -206,23 +212,25 @@ class EagerDecodeStep:
         return linear(model.lm_head, x)[:, -1, : cfg.vocab_size]  # (B, V): padding rows of the head dropped
 
 
-def eager_step(model: GPT, steps: int = PACK_MIN_STEPS):
-    """The eager decode step for one generate() call (at most `steps` steps), a function with decode_one_token's
-    arguments less the model: EagerDecodeStep where it applies — a CPU, a model is_plain_gpt() accepts — with its
-    Linears through oneDNN for fp32 weights, and for bf16 ones packed when steps ≥ PACK_MIN_STEPS (ONEDNN_ENV=0, or a
-    torch build without oneDNN: F.linear); else decode_one_token on the model itself."""
+def eager_step(model: GPT, steps: int = PACK_MIN_STEPS, batch_size: int = PACK_MIN_BATCH):
+    """The eager decode step for one generate() call (at most `steps` steps of `batch_size` rows), a function with
+    decode_one_token's arguments less the model: EagerDecodeStep where it applies — a CPU, a model is_plain_gpt()
+    accepts — with its Linears through gpt/matvec.c where it builds (fp32; bf16 at batch 1), else oneDNN: fp32
+    weights as they are, bf16 ones packed when steps ≥ PACK_MIN_STEPS and batch_size ≥ PACK_MIN_BATCH or without
+    the kernel (ONEDNN_ENV=0, or a torch build without oneDNN: F.linear); else decode_one_token on the model."""
     w = next(model.parameters())
     if w.device.type != "cpu" or not is_plain_gpt(model):
         return functools.partial(decode_one_token, model)
-    onednn = env_flag(ONEDNN_ENV) is not False and onednn_available()
+    onednn, kernel = env_flag(ONEDNN_ENV) is not False and onednn_available(), matvec.available()
     if w.dtype == torch.float32:
-        return EagerDecodeStep(model, onednn=onednn, kernel=matvec.available())
-    if onednn and w.dtype == torch.bfloat16 and steps >= PACK_MIN_STEPS:
+        return EagerDecodeStep(model, onednn=onednn, kernel=kernel)
+    pack = steps >= PACK_MIN_STEPS and (batch_size >= PACK_MIN_BATCH or not kernel)
+    if onednn and w.dtype == torch.bfloat16 and pack:
         try:
             return EagerDecodeStep(model, pack=True)
         except RuntimeError:  # a CPU oneDNN cannot pack bf16 for (no AVX-512 BF16 / AVX-NE-CONVERT): the kernel
             pass
-    return EagerDecodeStep(model, onednn=False, kernel=w.dtype == torch.bfloat16 and matvec.available())
+    return EagerDecodeStep(model, onednn=False, kernel=w.dtype == torch.bfloat16 and kernel)
 
 
 @functools.cache

@@ -154,7 +154,7 @@ def generate_stream(
 
     with _eval_mode(model):
         steps = 0 if decoder is not None or not use_cache else max_new_tokens - 1  # eager decode steps, at most
-        step_fn = eager_step(model, steps)  # decode_one_token, or on a CPU the same maths written out (fast_decode)
+        step_fn = eager_step(model, steps, B)  # decode_one_token, or on a CPU the same maths written out (fast_decode)
         if use_cache:
             max_len = min(ctx, L - start + max_new_tokens - 1)  # the last sampled token is never fed back
             if decoder is not None:

@@ -248,7 +248,7 @@ def _model_forward_path(monkeypatch):
     from gpt import fast_decode
     from gpt.generate import decode_one_token
 
-    monkeypatch.setattr(fast_decode, "eager_step", lambda model, steps=0: functools.partial(decode_one_token, model))
+    monkeypatch.setattr(fast_decode, "eager_step", lambda model, *_: functools.partial(decode_one_token, model))
 
 
 def sharp_model_like(m):
@@ -383,6 +383,29 @@ def test_the_kernel_decodes_to_the_same_tokens_as_f_linear(monkeypatch, dtype):
         assert torch.equal(generate(m, idx, PACK_MIN_STEPS + 2, temperature=0), fast)
         assert generate(m, PROMPTS, 20, temperature=0) == padded
         assert not calls
+    finally:
+        monkeypatch.delenv(matvec.MATVEC_ENV)
+        matvec._library.cache_clear()
+
+
+@pytest.mark.skipif(not matvec.available(), reason="gpt/matvec.c cannot be built here")
+def test_bf16_at_batch_1_decodes_through_the_kernel_however_long_and_packs_from_batch_2(monkeypatch):
+    # batch 1: the kernel streams bf16 weights at the memory's speed, packed oneDNN did not (PACK_MIN_BATCH)
+    m = sharp_model(context_length=64).to(torch.bfloat16)
+    one, two = torch.randint(0, V, (1, 8)), torch.randint(0, V, (2, 8))
+    calls = _kernel_calls(monkeypatch)
+    n_linear = 2 * 4 + 1
+    fast = generate(m, one, PACK_MIN_STEPS + 2, temperature=0)
+    assert calls.count(torch.bfloat16) == len(calls) == n_linear * (PACK_MIN_STEPS + 1)  # every decode step
+    calls.clear()
+    generate(m, two, PACK_MIN_STEPS + 2, temperature=0)
+    packs_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert len(calls) == (0 if packs_bf16 else n_linear * (PACK_MIN_STEPS + 1))  # packed for oneDNN where it can
+    monkeypatch.setenv(matvec.MATVEC_ENV, "0")
+    monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear, the model's own kernels
+    matvec._library.cache_clear()
+    try:
+        assert torch.equal(generate(m, one, PACK_MIN_STEPS + 2, temperature=0), fast)
     finally:
         monkeypatch.delenv(matvec.MATVEC_ENV)
         matvec._library.cache_clear()
