@@ -25,8 +25,8 @@
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
-  On a CPU at batch > 1, or with AMX and fp32 weights, it decodes eagerly instead (compile_helps()): there the
-  compiled step lost to eager.
+  On a CPU at batch > 1, with AMX and fp32 weights, or with bf16 weights where gpt/matvec.c builds, it decodes
+  eagerly instead (compile_helps()): there the compiled step lost to eager or did not beat it.
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
 same weights; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC Zen 5, no AMX): decoding is
@@ -240,9 +240,12 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
 
     CUDA: always (CUDA graphs). CPU: batch 1 only — at batch 8 the rows go to MKL / oneDNN either way, and compiled
     bf16 lost to eager (an earlier bench/results/cpu-amd-epyc-avx512bf16-2t.md, in git history: 1.95× vs 2.54×
-    HF). And on a CPU with AMX (Intel Sapphire Rapids and later) bf16 weights only: there MKL's fp32 kernel streams
-    as fast as the compiled loop (issue 15, 2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×; bf16 compiled 1.29×
-    vs eager 0.98×).
+    HF). At batch 1, fp32 weights compile except on a CPU with AMX (Intel Sapphire Rapids and later): there MKL's fp32
+    kernel streamed as fast as the compiled loop (issue 15, 2-core SPR: fp32 compiled 1.01× HF vs eager 1.23×); bf16
+    weights compile only where gpt/matvec.c cannot be built: eager bf16 at batch 1 runs it at the memory's speed
+    (PACK_MIN_BATCH), and the compiled step was no faster (2-core AMD EPYC Zen 4: 0.95× eager round by round, 78.9
+    vs 79.4 tok/s; bench/results/cpu-amd-epyc-zen4-avx512bf16-2t.md), while without the kernel it was (SPR, eager on
+    F.linear: 1.29× vs 0.98× HF).
     Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
     timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
     forced = env_flag(COMPILE_ENV)
@@ -250,8 +253,11 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
         return forced
     if device_type != "cpu":
         return True
-    amx = bool({"amx_bf16", "amx_tile"} & cpu_flags())
-    return batch_size == 1 and (not amx or dtype == torch.bfloat16)
+    if batch_size != 1:
+        return False
+    if dtype == torch.bfloat16:
+        return not matvec.available()
+    return not {"amx_bf16", "amx_tile"} & cpu_flags()
 
 
 def column_major_pays() -> bool:

@@ -7,7 +7,7 @@ import test_fast_decode
 import torch
 from test_fast_decode import V, column_major, sharp_model
 
-from gpt import generate
+from gpt import generate, matvec
 from gpt.fast_decode import CompiledDecoder
 from gpt.train import configure_optimizer
 from gpt.weights import convert_hf, load_model, save_model, save_state_dict
@@ -82,7 +82,15 @@ def test_compile_choice_is_deterministic_and_follows_cpu_features(monkeypatch):
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu") == first  # chosen the same way twice, no timing involved
     assert first == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())  # fp32: compiled unless AMX
-    assert fast_decode.compile_helps("cpu", 1, torch.bfloat16)  # bf16 at batch 1: compiled everywhere
+    # bf16 at batch 1: eager runs gpt/matvec.c where it builds (no slower than compiled), else compiled pays
+    assert fast_decode.compile_helps("cpu", 1, torch.bfloat16) == (not matvec.available())
+    monkeypatch.setenv(matvec.MATVEC_ENV, "0")  # as on a machine without a C compiler
+    matvec._library.cache_clear()
+    fast_decode.compile_helps.cache_clear()
+    assert fast_decode.compile_helps("cpu", 1, torch.bfloat16)
+    monkeypatch.delenv(matvec.MATVEC_ENV)
+    matvec._library.cache_clear()
+    fast_decode.compile_helps.cache_clear()
     assert not fast_decode.compile_helps("cpu", 8, torch.bfloat16)  # batched rows go to MKL / oneDNN either way
     assert fast_decode.compile_helps("cuda") and fast_decode.compile_helps("cuda", 8)
     for forced in ("0", "1"):
