@@ -75,6 +75,13 @@ def cpu_generation(vendor: str | None = None, family: str | None = None, model: 
     return next((gen for fam, lo, hi, gen in AMD_ZEN if fam == f and lo <= m <= hi), f"f{f}m{m}")
 
 
+def cpu_family_model() -> str | None:
+    """The vendor, family and model ("AuthenticAMD family 25 model 17"): what tells one chip from another under one
+    model name; None without /proc/cpuinfo (macOS, Windows)."""
+    vendor = cpuinfo("vendor_id")
+    return f"{vendor} family {cpuinfo('cpu family')} model {cpuinfo('model')}" if vendor else None
+
+
 def machine_name(device: str) -> str:
     """A file name for this machine: the GPU model on CUDA, else the CPU model, its generation where the model name
     hides it, its instruction-set tier and the thread count (cpu-amd-epyc-zen3-avx2-2t, cpu-intel-xeon-...-amx-2t)."""
@@ -92,7 +99,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
-        "cpu_family_model": f"{cpuinfo('vendor_id')} family {cpuinfo('cpu family')} model {cpuinfo('model')}",
+        "cpu_family_model": cpu_family_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": device,
