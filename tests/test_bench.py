@@ -208,11 +208,7 @@ def test_a_report_is_named_by_the_cpus_instruction_set_tier():
 
 def test_an_amd_report_is_named_by_its_zen_generation():
     # "AMD EPYC" with AVX-512 BF16 is Zen 4 (Genoa, family 25 model 17) or Zen 5 (Turin, family 26): one name each
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from machine import cpu_generation
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    cpu_generation = load_bench_module("machine").cpu_generation
     assert cpu_generation("AuthenticAMD", "25", "1") == "zen3"  # Milan
     assert cpu_generation("AuthenticAMD", "25", "17") == "zen4"  # Genoa
     assert cpu_generation("AuthenticAMD", "26", "2") == "zen5"  # Turin

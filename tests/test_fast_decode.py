@@ -95,8 +95,9 @@ def _ran_onednn(fn) -> bool:
 
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+PACKS_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()  # packs bf16 here
 needs_onednn_bf16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    not PACKS_BF16,
     reason="oneDNN packs bf16 weights only on a CPU with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT",
 )
 
@@ -365,11 +366,10 @@ def _kernel_calls(monkeypatch) -> list:
 def test_the_kernel_decodes_to_the_same_tokens_as_f_linear(monkeypatch, dtype):
     m = sharp_model(context_length=64).to(dtype)  # room for every token: no re-prefill of a full window
     idx = torch.randint(0, V, (2, 8))
-    packs_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     calls = _kernel_calls(monkeypatch)
     fast, padded = generate(m, idx, PACK_MIN_STEPS + 2, temperature=0), generate(m, PROMPTS, 20, temperature=0)
     n_linear = 2 * 4 + 1  # Linears a decode step runs: 4 a block, and the head
-    if dtype == torch.float32 or not packs_bf16:  # bf16: where oneDNN cannot pack it (no AVX-512 BF16 / NE-CONVERT)
+    if dtype == torch.float32 or not PACKS_BF16:  # bf16: where oneDNN cannot pack it (no AVX-512 BF16 / NE-CONVERT)
         assert calls.count(dtype) == n_linear * (PACK_MIN_STEPS + 1 + 19)  # every decode step, both calls
     else:  # the PACK_MIN_STEPS + 1 steps run on weights packed for oneDNN; the 19 of the short call, unpacked, here
         assert 19 < PACK_MIN_STEPS and calls.count(dtype) == len(calls) == n_linear * 19
@@ -399,8 +399,7 @@ def test_bf16_at_batch_1_decodes_through_the_kernel_however_long_and_packs_from_
     assert calls.count(torch.bfloat16) == len(calls) == n_linear * (PACK_MIN_STEPS + 1)  # every decode step
     calls.clear()
     generate(m, two, PACK_MIN_STEPS + 2, temperature=0)
-    packs_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert len(calls) == (0 if packs_bf16 else n_linear * (PACK_MIN_STEPS + 1))  # packed for oneDNN where it can
+    assert len(calls) == (0 if PACKS_BF16 else n_linear * (PACK_MIN_STEPS + 1))  # packed for oneDNN where it can
     monkeypatch.setenv(matvec.MATVEC_ENV, "0")
     monkeypatch.setenv(ONEDNN_ENV, "0")  # F.linear, the model's own kernels
     matvec._library.cache_clear()
