@@ -89,7 +89,8 @@ def machine_name(device: str) -> str:
         raw = torch.cuda.get_device_name(torch.device(device))
     else:
         raw = f"cpu {cpu_model()} {cpu_generation()} {isa_tier()} {torch.get_num_threads()}t"
-    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
+    raw = re.sub(r"\((r|tm)\)", " ", raw.lower())  # "Intel(R) Xeon(R)" -> "intel xeon"
+    return re.sub(r"[^a-z0-9]+", "-", raw).strip("-")
 
 
 def environment(device: str) -> dict:

@@ -2,7 +2,10 @@
 machine (and safely by several processes at once), shares torch's OpenMP runtime, and stands aside cleanly where
 it cannot be built."""
 
+import ctypes
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +43,34 @@ def test_the_kernel_computes_f_linear(n, k, dtype):
             torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * k**0.5)
     x3 = torch.randn(2, 1, k, generator=g)  # (B, 1, K), as a decode step has it
     torch.testing.assert_close(matvec.linear(x3, w, b), F.linear(x3, w.float(), b), rtol=1e-5, atol=1e-4)
+
+
+def test_the_intel_switches_are_built_on_intel_cpus_with_avx512_only():
+    intel = matvec.build_flags("GenuineIntel", "fpu avx2 avx512f avx512_bf16 amx_tile")
+    assert intel == matvec.FLAGS + matvec.INTEL_AVX512_FLAGS and "-DBF16_PAIRS=1" in intel
+    assert matvec.build_flags("AuthenticAMD", "fpu avx2 avx512f avx512_bf16") == matvec.FLAGS  # as measured on AMD
+    assert matvec.build_flags("GenuineIntel", "fpu avx2 fma") == matvec.FLAGS  # no AVX-512
+    assert matvec.build_flags("GenuineIntel", "avx512fp16") == matvec.FLAGS  # whole flags only
+
+
+@needs_kernel
+@pytest.mark.parametrize("switches", ["amd", "intel"])
+def test_either_vendors_loops_compute_f_linear_on_any_cpu(switches, tmp_path, monkeypatch):
+    # This machine runs one of matvec.c's two sets of loops (build_flags); build the other one too, so that CI on
+    # either vendor checks both. -mprefer-vector-width is x86's: the two switches alone elsewhere.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    extra = [f for f in matvec.INTEL_AVX512_FLAGS if f.startswith("-D") or platform.machine() in ("x86_64", "AMD64")]
+    flags = matvec.FLAGS + (extra if switches == "intel" else [])
+    runtime = matvec._torch_runtime(matvec._openmp_runtimes())
+    lib = matvec._declare(ctypes.CDLL(str(matvec._build(shutil.which("cc"), runtime, flags))))
+    g = torch.Generator().manual_seed(0)
+    for n, k in [(300, 96), (7, 13), (50, 3072), (9, 8192), (5, 8194)]:  # odd k and k > WIDEN_MAX: the plain loops
+        for dtype in (torch.float32, torch.bfloat16):
+            w, b = torch.randn(n, k, generator=g).to(dtype), torch.randn(n, generator=g)
+            for rows in (1, 2, 3):
+                x = torch.randn(rows, k, generator=g)
+                ref = F.linear(x.double(), w.double(), b.double())
+                torch.testing.assert_close(matvec._run(lib, x, w, b).double(), ref, rtol=1e-5, atol=1e-5 * k**0.5)
 
 
 @needs_kernel
