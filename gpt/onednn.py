@@ -11,7 +11,8 @@ Why: torch's fp32 matmul on a CPU is MKL's, and MKL picks its code by the CPU's 
 torch.compile's inductor calls, `torch.ops.mkldnn._linear_pointwise` — at 333-399 (backward's weight gradients
 292-320); with oneDNN held to AVX2 the loss's GEMMs ran 103-221 against MKL's 100-184. bf16 matmuls go to oneDNN
 already. So on CPUs not made by Intel, fp32 training runs its Linear layers and its output layer's loss (gpt/loss.py)
-through oneDNN; on Intel CPUs MKL keeps them (its own vendor's: not measured here, no Intel session yet).
+through oneDNN; on Intel CPUs MKL keeps them: on a 2-core Xeon with AMX, MKL beat oneDNN on every shape of
+bench/run.py's matmul sweep (fp32 0.34-0.37 TFLOP/s; bench/results/cpu-intel-xeon-processor-amx-2t.md).
 GPT_ONEDNN_FP32=0/1 overrides the choice. Inference gains as much: 124M's fp32 forward on that Zen 5 took 32 ms for
 16 tokens with oneDNN against 65 with MKL, 0.42 s against 0.81 for 4 × 128 tokens, and a decode step through the
 forward (batch 1 with a hook, or batch 16) 19 ms against 32 — evaluation, prefill, perplexity and explain pages run
