@@ -64,8 +64,10 @@ AMD_ZEN = [
 def cpu_generation(vendor: str | None = None, family: str | None = None, model: str | None = None) -> str:
     """The core generation where the model name does not tell it: "AMD EPYC" covers Zen 3 (AVX2 only), Zen 4 and
     Zen 5 (AVX-512 BF16, different widths), which differ in what wins. "zen4" for an AMD family 25 model 17; for
-    another AMD family/model "f<family>m<model>"; "" on other vendors (Intel's model names already tell it) or where
-    /proc/cpuinfo is missing. Arguments: /proc/cpuinfo's "vendor_id", "cpu family" and "model" by default."""
+    another AMD family/model "f<family>m<model>"; "" on other vendors or where /proc/cpuinfo is missing. (Intel's model
+    names tell the generation on bare metal; under a hypervisor that reports "Intel(R) Xeon(R) Processor" and a
+    made-up model (167 on the 2026-12-02 Xeon with AMX), only the instruction-set tier tells machines apart.)
+    Arguments: /proc/cpuinfo's "vendor_id", "cpu family" and "model" by default."""
     vendor = cpuinfo("vendor_id") if vendor is None else vendor
     family = cpuinfo("cpu family") if family is None else family
     model = cpuinfo("model") if model is None else model
