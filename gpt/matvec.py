@@ -9,8 +9,9 @@ kernel in torch's CPU build streams them at the memory's speed: over 124M's 49 m
 ≈ 45% of what a plain sum of the same tensors reaches, oneDNN's ≈ 65-85%, and this loop ≈ 95% (2-core AMD EPYC,
 AVX2 and AVX-512; bench/generate.py reports the decode speed it gives). On a 2-core Intel Xeon with AMX, MKL's
 sgemv streams fastest (28 GB/s over the 49 matrices, (in, out) layout) and this loop, with its Intel switches
-(build_flags), 25.5 GB/s in fp32 and 22.5 in bf16 (16 without them); end to end it still decodes faster than
-MKL's path there (bench/results/cpu-intel-xeon-processor-amx-2t.md). It reads nn.Linear's own layout (N, K), so
+(build_flags), 25.5 GB/s in fp32 and 22.5 in bf16 (16 without them); end to end the two decode fp32 equally
+fast there (1.21× and 1.28× HF with the kernel, 1.21× and 1.26× through MKL, alternating bench/generate.py runs),
+and the kernel keeps the plain layout (no copy at load). It reads nn.Linear's own layout (N, K), so
 no weight is copied or re-laid out, and bf16 weights are widened to fp32 in registers (half the bytes to stream).
 
 How: the C file is compiled by the system's C compiler ($CC, else cc) with -O3 -march=native -fopenmp into
