@@ -11,7 +11,8 @@
   kernel this machine has: gpt/matvec.c's (gpt/matvec.py: compiled on first use where a C compiler is, it streams
   fp32 weights at ≈ 95% of a plain sum's speed; GPT_DECODE_MATVEC=0 turns it off), else oneDNN's (onednn_linear:
   fp32 column-major ≈ 1.65-2× MKL's speed; bf16 packed in oneDNN's layout ≈ 1.4× F.linear where the CPU has AVX-512
-  BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. bf16 weights at batch 1 take gpt/matvec.c's (widened to
+  BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. At batch 1 with gpt/matvec.c, each block is one C call
+  (matvec.block), not ≈ 15 torch ops. bf16 weights at batch 1 take gpt/matvec.c's (widened to
   fp32 in registers, at the memory's speed), from batch 2 oneDNN's packed kernel where the CPU can pack them
   (PACK_MIN_BATCH). A model with hooks, subclassed modules or manual attention runs its own forward instead
   (is_plain_gpt).
@@ -150,7 +151,14 @@ class EagerDecodeStep:
     same Linear kernels bit for bit (tests/test_fast_decode.py). Everything is read from the model at each step —
     modules, weights, settings — and a step runs the model's own forward instead when is_plain_gpt() says no (a hook
     registered, a module swapped while a generate_stream is paused) or under autocast (oneDNN's op ignores it).
-    pack=True (bf16): each Linear's weight is packed for oneDNN here, once; see onednn_linear for what it notices."""
+    pack=True (bf16): each Linear's weight is packed for oneDNN here, once; see onednn_linear for what it notices.
+    With the kernel at batch 1, each whole block is one call of gpt/matvec.c (matvec.block: LayerNorms, Q/K/V,
+    cache write, attention, GELU and residual adds in C, one parallel region) wherever _c_blocks accepts the model:
+    the ≈ 15 torch ops of a block cost ≈ 0.4 ms on a 2-core Intel Xeon (issue 15), ≈ 5 ms a 124M step outside its
+    mat-vecs, and fp32 generate() went from 1.21× to 1.44× HF, bf16 from 1.73× to 2.18× (bench/generate.py). Its
+    sums and exp run in another order than torch's: fp32 logits agree to fp32 rounding, bf16 ones round at the
+    model's bf16 rounding points and are as close to the exact model's as its own bf16 forward's
+    (tests/test_matvec.py, tests/test_fast_decode.py) — a bf16 near tie may go the other way."""
 
     def __init__(self, model: GPT, pack: bool = False, onednn: bool = True, kernel: bool = False) -> None:
         self.model, self.onednn, self.kernel = model, onednn, kernel
@@ -197,7 +205,14 @@ class EagerDecodeStep:
         mask = None if bool(attn_mask.all()) else attn_mask  # SDPA's unmasked path: the same values, bit for bit
         pos = input_pos if position_ids is None else position_ids
         x = F.embedding(tok, t.wte.weight) + F.embedding(pos, t.wpe.weight)  # (B, 1, C)
-        for i, block in enumerate(t.h):
+        blocks = _c_blocks(model, cache, input_pos, attn_mask) if kernel and B == 1 and not packed else None
+        if blocks is not None:  # every block in one call of gpt/matvec.c each (matvec.block)
+            xf, slot = x.float().view(C), int(input_pos[0])  # fp32 residual stream, bf16-rounded for a bf16 model
+            m = None if mask is None else mask.view(S)
+            for i, (params, block) in enumerate(zip(blocks, t.h)):
+                matvec.block(xf, params, cache.k[i], cache.v[i], slot, m, S, H, block.ln_1.eps, block.ln_2.eps)
+            x = xf.view(B, 1, C).to(x.dtype)
+        for i, block in enumerate(t.h if blocks is None else ()):
             ln_1, attn, ln_2, mlp = block.ln_1, block.attn, block.ln_2, block.mlp
             h = F.layer_norm(x, ln_1.normalized_shape, ln_1.weight, ln_1.bias, ln_1.eps)
             q, k, v = linear(attn.c_attn, h).view(B, 3, H, C // H).unbind(1)  # 3 × (B, H, D): heads side by side
@@ -210,6 +225,39 @@ class EagerDecodeStep:
             x = x + linear(mlp.c_proj, F.gelu(linear(mlp.c_fc, h), approximate=mlp.gelu.approximate))
         x = F.layer_norm(x, t.ln_f.normalized_shape, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps)
         return linear(model.lm_head, x)[:, -1, : cfg.vocab_size]  # (B, V): padding rows of the head dropped
+
+
+def block_tensors(block: Block) -> list:
+    """A block's parameter tensors in matvec.block's order: ln_1, attention's c_attn and c_proj, ln_2, the MLP's
+    c_fc and c_proj, each weight then bias (a bias may be None)."""
+    ln_1, a, ln_2, m = block.ln_1, block.attn, block.ln_2, block.mlp
+    return [ln_1.weight, ln_1.bias, a.c_attn.weight, a.c_attn.bias, a.c_proj.weight, a.c_proj.bias,
+            ln_2.weight, ln_2.bias, m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias]  # fmt: skip
+
+
+def _c_blocks(model: GPT, cache: KVCache, input_pos: torch.Tensor, attn_mask: torch.Tensor) -> list[list] | None:
+    """Each block's tensors in matvec.block's order, where gpt/matvec.c can decode every block of this step at
+    batch 1 (matvec.block's conditions: one dtype, fp32 or bf16, for every tensor of a block and its cache, all
+    contiguous, GELU's tanh form, the slot inside the cache, a contiguous bool mask), else None."""
+    dt, C = model.lm_head.weight.dtype, model.config.n_embd
+    slot = int(input_pos[0]) if input_pos.numel() == 1 else -1
+    if (dt not in (torch.float32, torch.bfloat16) or not 0 <= slot < cache.max_len or attn_mask.dtype != torch.bool
+            or attn_mask.numel() != attn_mask.size(-1) or not attn_mask.is_contiguous()):  # fmt: skip
+        return None
+    shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (4 * C, C), (4 * C,), (C, 4 * C), (C,))
+    blocks = []
+    for i, block in enumerate(model.transformer.h):
+        params = block_tensors(block)
+        if block.mlp.gelu.approximate != "tanh" or any(params[j] is None for j in (0, 1, 6, 7)):
+            return None
+        for p, shape in zip(params, shapes):
+            if p is not None and (p.dtype != dt or p.shape != shape or not p.is_contiguous() or p.device.type != "cpu"):
+                return None
+        k, v = cache.k[i], cache.v[i]
+        if k.dtype != dt or v.dtype != dt or k.size(0) != 1 or not (k.is_contiguous() and v.is_contiguous()):
+            return None
+        blocks.append(params)
+    return blocks
 
 
 def eager_step(model: GPT, steps: int = PACK_MIN_STEPS, batch_size: int = PACK_MIN_BATCH):

@@ -3,6 +3,7 @@
     from gpt import matvec
     if matvec.available():                       # compiled on first use, ≈ 0.5 s, then cached on disk
         y = matvec.linear(x, weight, bias)       # x (R, K) fp32, weight (N, K) fp32 or bf16 contiguous → y (R, N) fp32
+        matvec.block(x, params, k, v, ...)       # a whole transformer block of a batch-1 decode step, in place
 
 Why: a decode step at batch 1 is bound by streaming the weights (495 MB a token for GPT-2 124M in fp32), and no
 kernel in torch's CPU build streams them at the memory's speed: over 124M's 49 matrices MKL's F.linear reached
@@ -174,6 +175,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, size = ctypes.c_void_p, ctypes.c_long
     for fn in (lib.matvec_f32, lib.matvec_bf16):
         fn.argtypes, fn.restype = [ptr, ptr, ptr, ptr, size, size, size, ctypes.c_int], None
+    for fn in (lib.block_f32, lib.block_bf16):
+        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, size, size, size, size, size, ctypes.c_float, ctypes.c_float, ptr,
+                       ctypes.c_int]  # fmt: skip
+        fn.restype = None
     return lib
 
 
@@ -207,3 +212,29 @@ def _run(lib: ctypes.CDLL, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | N
     fn(x.data_ptr(), w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(), x.numel() // x.size(-1),
        w.size(0), w.size(1), torch.get_num_threads())  # fmt: skip
     return y
+
+
+BLOCK_PARAMS = 12  # decode_block's parameter tensors, in matvec.c's order (see block())
+
+
+def block(x: torch.Tensor, params: list, k: torch.Tensor, v: torch.Tensor, pos: int, mask: torch.Tensor | None,
+          s_len: int, n_head: int, eps1: float, eps2: float) -> None:  # fmt: skip
+    """One transformer block of a decode step at batch 1, in place: x += attn(ln_1(x)); x += mlp(ln_2(x)) with
+    GPT-2's tanh GELU — one call, one parallel region, instead of ≈ 15 torch ops.
+
+    x (C,) fp32 contiguous, the residual stream (for a bf16 model: bf16 values, kept rounded to bf16 as the model's
+    bf16 forward rounds). params: ln_1 weight, bias; c_attn weight (3C, C), bias (or None); attn c_proj weight
+    (C, C), bias; ln_2 weight, bias; c_fc weight (4C, C), bias; mlp c_proj weight (C, 4C), bias — all contiguous CPU
+    tensors of one dtype, fp32 or bf16, biases may be None. k, v (1, H, max_len, D) contiguous, that dtype: this
+    token's key and value are written at slot pos, and it attends to slots < s_len where mask (s_len,) bool is True
+    (None: all). The caller checks all of that; anything else is undefined."""
+    _block(_library(), x, params, k, v, pos, mask, s_len, n_head, eps1, eps2)
+
+
+def _block(lib, x, params, k, v, pos, mask, s_len, n_head, eps1, eps2) -> None:
+    c, max_len = x.numel(), k.size(2)
+    ptrs = (ctypes.c_void_p * BLOCK_PARAMS)(*(None if t is None else t.data_ptr() for t in params))
+    buf = torch.empty(18 * c + n_head * s_len)
+    fn = lib.block_bf16 if k.dtype == torch.bfloat16 else lib.block_f32
+    fn(x.data_ptr(), ptrs, k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(), c, n_head, max_len,
+       pos, s_len, eps1, eps2, buf.data_ptr(), torch.get_num_threads())  # fmt: skip

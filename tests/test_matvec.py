@@ -2,7 +2,9 @@
 machine (and safely by several processes at once), shares torch's OpenMP runtime, and stands aside cleanly where
 it cannot be built."""
 
+import copy
 import ctypes
+import functools
 import os
 import platform
 import shutil
@@ -14,6 +16,9 @@ import pytest
 import torch
 
 from gpt import matvec
+from gpt.config import GPTConfig
+from gpt.fast_decode import block_tensors
+from gpt.model import Block, KVCache
 
 ROOT = Path(__file__).resolve().parents[1]
 F = torch.nn.functional
@@ -71,6 +76,59 @@ def test_either_vendors_loops_compute_f_linear_on_any_cpu(switches, tmp_path, mo
                 x = torch.randn(rows, k, generator=g)
                 ref = F.linear(x.double(), w.double(), b.double())
                 torch.testing.assert_close(matvec._run(lib, x, w, b).double(), ref, rtol=1e-5, atol=1e-5 * k**0.5)
+    for dtype in (torch.float32, torch.bfloat16):
+        check_block(functools.partial(matvec._block, lib), dtype, masked=True, n_embd=48, n_head=3, qkv_bias=True)
+
+
+def check_block(run, dtype, masked, n_embd, n_head, qkv_bias, seed=0):
+    """run (matvec.block's arguments) on a Block of random weights at slot 5 of a cache: it must compute what the
+    Block's forward computes in fp64 (the exact maths for these weights), and write the same key and value into
+    the cache, as closely as the Block's own forward at that dtype does (fp32: sums in another order; bf16: the
+    same rounding points)."""
+    torch.manual_seed(seed)
+    config = GPTConfig(n_layer=1, n_embd=n_embd, n_head=n_head, vocab_size=64, context_length=16, qkv_bias=qkv_bias)
+    block = Block(config).eval()
+    with torch.no_grad():
+        for prm in block.parameters():
+            prm.copy_(torch.randn_like(prm) * (0.3 if prm.dim() == 2 else 1.0))  # LayerNorm weights ≠ 1, biases ≠ 0
+    block = block.to(dtype)
+    pos, D = 5, n_embd // n_head
+    keys, values = (torch.randn(1, n_head, config.context_length, D).to(dtype) for _ in range(2))  # earlier tokens
+    mask = torch.tensor([True, False, True, True, False, True]) if masked else None  # slots < 6; pos 5 is allowed
+    x = torch.randn(n_embd).to(dtype)
+
+    def forward(b, dt):  # the Block's own forward at dtype dt: (new x, cache)
+        cache = KVCache(config, 1, dtype=dt)
+        cache.k[0].copy_(keys), cache.v[0].copy_(values)
+        m = torch.ones(1, 1, 1, pos + 1, dtype=torch.bool) if mask is None else mask.view(1, 1, 1, -1)
+        with torch.no_grad():
+            y = b(x.to(dt).view(1, 1, -1), cache, 0, torch.tensor([pos]), m)
+        return y.view(-1).double(), cache
+
+    exact, exact_cache = forward(copy.deepcopy(block).double(), torch.float64)
+    cache = KVCache(config, 1, dtype=dtype)
+    cache.k[0].copy_(keys), cache.v[0].copy_(values)
+    xf = x.float().clone()  # (x.float() is x itself in fp32)
+    run(xf, block_tensors(block), cache.k[0], cache.v[0], pos, mask, pos + 1, n_head, 1e-5, 1e-5)
+    own, own_cache = forward(block, dtype)
+    scale = exact.abs().max()
+    assert (xf.double() - exact).abs().max() <= 2 * (own - exact).abs().max() + 1e-6 * scale, (xf, own, exact)
+    if dtype == torch.bfloat16:
+        assert torch.equal(xf, xf.bfloat16().float())  # the residual stream holds bf16 values, as the model's
+    for ours, theirs, ref in zip(cache.k + cache.v, own_cache.k + own_cache.v, exact_cache.k + exact_cache.v):
+        assert (ours.double() - ref).abs().max() <= 2 * (theirs.double() - ref).abs().max() + 1e-6 * ref.abs().max()
+    others = torch.arange(config.context_length) != pos  # every other slot is left as it was
+    assert torch.equal(cache.k[0][:, :, others], keys[:, :, others])
+    assert torch.equal(cache.v[0][:, :, others], values[:, :, others])
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", [False, True], ids=["all slots", "masked slots"])
+@pytest.mark.parametrize("n_embd, n_head, qkv_bias", [(48, 3, True), (50, 5, False), (768, 12, True)])
+def test_the_block_kernel_computes_what_the_models_block_computes(dtype, masked, n_embd, n_head, qkv_bias):
+    # (50, 5): 3C = 150 rows, not a multiple of 4 (the kernel's tail), odd head size, no Q/K/V bias (None)
+    check_block(matvec.block, dtype, masked, n_embd, n_head, qkv_bias)
 
 
 @needs_kernel
