@@ -229,10 +229,11 @@ class EagerDecodeStep:
 
 def block_tensors(block: Block) -> list:
     """A block's parameter tensors in matvec.block's order: ln_1, attention's c_attn and c_proj, ln_2, the MLP's
-    c_fc and c_proj, each weight then bias (a bias may be None)."""
-    ln_1, a, ln_2, m = block.ln_1, block.attn, block.ln_2, block.mlp
-    return [ln_1.weight, ln_1.bias, a.c_attn.weight, a.c_attn.bias, a.c_proj.weight, a.c_proj.bias,
-            ln_2.weight, ln_2.bias, m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias]  # fmt: skip
+    c_fc and c_proj, each weight then bias (None where a module has none). Read from the modules' parameter dicts:
+    nn.Module's attribute lookup costs ≈ 1 µs a name, ≈ 0.25 ms a 124M step."""
+    mods, attn, mlp = block._modules, block.attn._modules, block.mlp._modules
+    get = [mods["ln_1"], attn["c_attn"], attn["c_proj"], mods["ln_2"], mlp["c_fc"], mlp["c_proj"]]
+    return [t for m in get for t in (m._parameters.get("weight"), m._parameters.get("bias"))]
 
 
 def _c_blocks(model: GPT, cache: KVCache, input_pos: torch.Tensor, attn_mask: torch.Tensor) -> list[list] | None:
@@ -244,15 +245,16 @@ def _c_blocks(model: GPT, cache: KVCache, input_pos: torch.Tensor, attn_mask: to
     if (dt not in (torch.float32, torch.bfloat16) or not 0 <= slot < cache.max_len or attn_mask.dtype != torch.bool
             or attn_mask.numel() != attn_mask.size(-1) or not attn_mask.is_contiguous()):  # fmt: skip
         return None
-    shapes = ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (4 * C, C), (4 * C,), (C, 4 * C), (C,))
+    shapes = [torch.Size(s) for s in ((C,), (C,), (3 * C, C), (3 * C,), (C, C), (C,), (C,), (C,), (4 * C, C), (4 * C,),
+                                      (C, 4 * C), (C,))]  # fmt: skip
     blocks = []
     for i, block in enumerate(model.transformer.h):
         params = block_tensors(block)
-        if block.mlp.gelu.approximate != "tanh" or any(params[j] is None for j in (0, 1, 6, 7)):
+        if block.mlp.gelu.approximate != "tanh" or any(params[j] is None for j in (0, 1, 2, 4, 6, 7, 8, 10)):
             return None
-        for p, shape in zip(params, shapes):
-            if p is not None and (p.dtype != dt or p.shape != shape or not p.is_contiguous() or p.device.type != "cpu"):
-                return None
+        if not all(p is None or (p.dtype is dt and p.is_cpu and p.shape == shape and p.is_contiguous())
+                   for p, shape in zip(params, shapes)):  # fmt: skip
+            return None
         k, v = cache.k[i], cache.v[i]
         if k.dtype != dt or v.dtype != dt or k.size(0) != 1 or not (k.is_contiguous() and v.is_contiguous()):
             return None
