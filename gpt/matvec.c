@@ -188,9 +188,11 @@ INLINE float rnd(float f, const int bf16) { /* what storing f in the model's dty
 }
 
 INLINE float exp_approx(float x) {
-    /* e^x within ≈ 2 ulp for |x| ≤ 87 (clamped there), in plain arithmetic the compiler vectorises: x = n·ln 2 + r,
-     * |r| ≤ ln 2 / 2, ln 2 split in two parts (Cody & Waite) so that r is exact, e^r by its Taylor series to r⁷
-     * (the next term, r⁸/8! < 6e-9, is below half an ulp), times 2ⁿ built in the exponent bits */
+    /* e^x for |x| ≤ 87 (clamped there), in plain arithmetic the compiler vectorises: x = n·ln 2 + r, |r| ≤ ln 2 / 2,
+     * ln 2 split in two parts (Cody & Waite) so that r is nearly exact, e^r by its Taylor series to r⁷ (the next
+     * term, r⁸/8! < 6e-9, is below fp32's half ulp, 6e-8), times 2ⁿ built in the exponent bits: at most 1.18 ulp
+     * from e^x over 2M points of [-87, 87] (these operations in numpy float32, without FMA), and a block's output as
+     * close to exact as torch's fp32 forward (tests/test_matvec.py) */
     x = x < -87.f ? -87.f : (x > 87.f ? 87.f : x);
     float n = __builtin_rintf(x * 1.44269504088896341f);
     float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
