@@ -158,7 +158,7 @@ class EagerDecodeStep:
     mat-vecs, and fp32 generate() went from 1.21× to 1.44× HF, bf16 from 1.73× to 2.18× (bench/generate.py). Its
     sums and exp run in another order than torch's: fp32 logits agree to fp32 rounding, bf16 ones round at the
     model's bf16 rounding points and are as close to the exact model's as its own bf16 forward's
-    (tests/test_matvec.py, tests/test_fast_decode.py) — a bf16 near tie may go the other way."""
+    (tests/test_matvec.py, tests/test_decode_kernel.py) — a bf16 near tie may go the other way."""
 
     def __init__(self, model: GPT, pack: bool = False, onednn: bool = True, kernel: bool = False) -> None:
         self.model, self.onednn, self.kernel = model, onednn, kernel
