@@ -26,8 +26,8 @@
   so it is built once per batch size / cache size: CUDA graphs on a GPU (no per-kernel launch cost), fused C++
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
-  On a CPU at batch > 1, with AMX and fp32 weights, or with bf16 weights where gpt/matvec.c builds, it decodes
-  eagerly instead (compile_helps()): there the compiled step lost to eager or did not beat it.
+  On a CPU at batch > 1, wherever gpt/matvec.c builds, or with AMX and fp32 weights, it decodes eagerly instead
+  (compile_helps()): there the compiled step lost to eager, did not beat it, or may not (matvec.block).
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
 same weights; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC Zen 5, no AMX): decoding is
@@ -295,7 +295,12 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     weights compile only where gpt/matvec.c cannot be built: eager bf16 at batch 1 runs it at the memory's speed
     (PACK_MIN_BATCH), and the compiled step was no faster (2-core AMD EPYC Zen 4: 0.95× eager round by round, 78.9
     vs 79.4 tok/s; bench/results/cpu-amd-epyc-zen4-avx512bf16-2t.md), while without the kernel it was (SPR, eager on
-    F.linear: 1.29× vs 0.98× HF).
+    F.linear: 1.29× vs 0.98× HF). Since eager steps at batch 1 run each block in one call of gpt/matvec.c
+    (matvec.block: the fusion the compiled step was for, ≈ 5 ms of a 27 ms fp32 124M step on a 2-core Intel Xeon),
+    fp32 weights decode eagerly too wherever the kernel builds: compiled fp32 had been 1.07× eager on a Zen 4 and
+    1.27× on a Zen 5 (bench/results), margins the block's gain may have closed or turned, unmeasured on AMD so far —
+    eager cannot be the slower of the two. (To measure: `GPT_DECODE_COMPILE=1 python bench/generate.py --compile`
+    against `python bench/generate.py`.)
     Decided by the CPU's flags, the batch size and the dtype alone — the same answer every time on one machine, no
     timing involved; COMPILE_ENV=1/0 overrides it. Cached per process."""
     forced = env_flag(COMPILE_ENV)
@@ -303,11 +308,9 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
         return forced
     if device_type != "cpu":
         return True
-    if batch_size != 1:
+    if batch_size != 1 or matvec.available():  # batched rows: MKL / oneDNN either way; batch 1: matvec.block
         return False
-    if dtype == torch.bfloat16:
-        return not matvec.available()
-    return not {"amx_bf16", "amx_tile"} & cpu_flags()
+    return dtype == torch.bfloat16 or not {"amx_bf16", "amx_tile"} & cpu_flags()
 
 
 def column_major_pays() -> bool:

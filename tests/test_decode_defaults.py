@@ -81,13 +81,14 @@ def test_compile_choice_is_deterministic_and_follows_cpu_features(monkeypatch):
     first = fast_decode.compile_helps("cpu")
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu") == first  # chosen the same way twice, no timing involved
-    assert first == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())  # fp32: compiled unless AMX
-    # bf16 at batch 1: eager runs gpt/matvec.c where it builds (no slower than compiled), else compiled pays
-    assert fast_decode.compile_helps("cpu", 1, torch.bfloat16) == (not matvec.available())
+    # batch 1: eager runs each block in one call of gpt/matvec.c where it builds (matvec.block), else compiled pays
+    # (fp32: unless the CPU has AMX)
+    assert first == fast_decode.compile_helps("cpu", 1, torch.bfloat16) == (not matvec.available())
     monkeypatch.setenv(matvec.MATVEC_ENV, "0")  # as on a machine without a C compiler
     matvec._library.cache_clear()
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu", 1, torch.bfloat16)
+    assert fast_decode.compile_helps("cpu") == (not {"amx_bf16", "amx_tile"} & fast_decode.cpu_flags())
     monkeypatch.delenv(matvec.MATVEC_ENV)
     matvec._library.cache_clear()
     fast_decode.compile_helps.cache_clear()
