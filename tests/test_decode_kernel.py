@@ -119,3 +119,21 @@ def test_at_batch_1_each_block_is_one_kernel_call_unless_the_kernel_cannot_compu
     finally:
         monkeypatch.delenv(matvec.MATVEC_ENV)
         matvec._library.cache_clear()
+
+
+@pytest.mark.skipif(not matvec.available(), reason="gpt/matvec.c cannot be built here")
+@pytest.mark.parametrize("kind", ["buffer", "attribute"])
+def test_a_bias_that_is_not_a_parameter_is_still_added(kind, monkeypatch):
+    # found by trying to break it: the block read biases from _parameters only, and a bias made a buffer was dropped
+    m = sharp_model(context_length=64)
+    for block in m.transformer.h:
+        fc = block.mlp.c_fc
+        b = fc.bias.detach() + 0.5
+        del fc.bias
+        fc.register_buffer("bias", b) if kind == "buffer" else setattr(fc, "bias", b)
+    idx = torch.randint(0, V, (1, 5))
+    blocks, real = [], matvec.block
+    monkeypatch.setattr(matvec, "block", lambda *a: blocks.append(1) or real(*a))
+    fast = generate(m, idx, 20, temperature=0)
+    assert blocks  # the kernel ran the blocks
+    assert torch.equal(fast, generate(m, idx, 20, temperature=0, use_cache=False))  # the uncached reference
