@@ -12,7 +12,7 @@
   fp32 weights at ≈ 95% of a plain sum's speed; GPT_DECODE_MATVEC=0 turns it off), else oneDNN's (onednn_linear:
   fp32 column-major ≈ 1.65-2× MKL's speed; bf16 packed in oneDNN's layout ≈ 1.4× F.linear where the CPU has AVX-512
   BF16; GPT_DECODE_ONEDNN=0 turns it off), else F.linear. At batch 1 with gpt/matvec.c, each block is one C call
-  (matvec.block), not ≈ 15 torch ops. bf16 weights at batch 1 take gpt/matvec.c's (widened to
+  (matvec.blocks), not ≈ 15 torch ops each. bf16 weights at batch 1 take gpt/matvec.c's (widened to
   fp32 in registers, at the memory's speed), from batch 2 oneDNN's packed kernel where the CPU can pack them
   (PACK_MIN_BATCH). A model with hooks, subclassed modules or manual attention runs its own forward instead
   (is_plain_gpt).
@@ -27,7 +27,7 @@
   loops on a CPU (see _compile_cpu_step). It keeps one static KVCache per (model, shape), reused across calls: a
   CUDA graph replays on fixed addresses. So do not interleave two streams of one decoder on one model.
   On a CPU at batch > 1, wherever gpt/matvec.c builds, or with AMX and fp32 weights, it decodes eagerly instead
-  (compile_helps()): there the compiled step lost to eager, did not beat it, or may not (matvec.block).
+  (compile_helps()): there the compiled step lost to eager, did not beat it, or may not (matvec.blocks).
 
 Speed (bench/generate.py: 124M, batch 1, 16-token prompt, 128 greedy tokens, against Hugging Face's generate on the
 same weights; bench/results/cpu-amd-epyc-zen5-avx512bf16-2t.md, 2-core AMD EPYC Zen 5, no AMX): decoding is
@@ -152,10 +152,11 @@ class EagerDecodeStep:
     modules, weights, settings — and a step runs the model's own forward instead when is_plain_gpt() says no (a hook
     registered, a module swapped while a generate_stream is paused) or under autocast (oneDNN's op ignores it).
     pack=True (bf16): each Linear's weight is packed for oneDNN here, once; see onednn_linear for what it notices.
-    With the kernel at batch 1, each whole block is one call of gpt/matvec.c (matvec.block: LayerNorms, Q/K/V,
-    cache write, attention, GELU and residual adds in C, one parallel region) wherever _c_blocks accepts the model:
-    the ≈ 15 torch ops of a block cost ≈ 0.4 ms on a 2-core Intel Xeon (issue 15), ≈ 5 ms a 124M step outside its
-    mat-vecs, and fp32 generate() went from 1.21× to 1.44× HF, bf16 from 1.73× to 2.18× (bench/generate.py). Its
+    With the kernel at batch 1, all blocks are one call of gpt/matvec.c (matvec.blocks: LayerNorms, Q/K/V, cache
+    write, attention, GELU and residual adds in C, one parallel region) wherever _c_blocks accepts the model: the
+    ≈ 15 torch ops of a block cost ≈ 0.4 ms on a 2-core Intel Xeon (issue 15), ≈ 5 ms a 124M step outside its
+    mat-vecs, and fp32 generate() went from 1.21× to 1.44× HF, bf16 from 1.73× to 2.18× with one call per block
+    (bench/generate.py); one call for all blocks saved another 0.3-0.6 ms a step. Its
     sums and exp run in another order than torch's: fp32 logits agree to fp32 rounding, bf16 ones round at the
     model's bf16 rounding points and are as close to the exact model's as its own bf16 forward's
     (tests/test_matvec.py, tests/test_decode_kernel.py) — a bf16 near tie may go the other way."""
@@ -206,11 +207,10 @@ class EagerDecodeStep:
         pos = input_pos if position_ids is None else position_ids
         x = F.embedding(tok, t.wte.weight) + F.embedding(pos, t.wpe.weight)  # (B, 1, C)
         blocks = _c_blocks(model, cache, input_pos, attn_mask) if kernel and B == 1 and not packed else None
-        if blocks is not None:  # every block in one call of gpt/matvec.c each (matvec.block)
+        if blocks is not None:  # every block in one call of gpt/matvec.c (matvec.blocks)
             xf, slot = x.float().view(C), int(input_pos[0])  # fp32 residual stream, bf16-rounded for a bf16 model
-            m = None if mask is None else mask.view(S)
-            for i, (params, block) in enumerate(zip(blocks, t.h)):
-                matvec.block(xf, params, cache.k[i], cache.v[i], slot, m, S, H, block.ln_1.eps, block.ln_2.eps)
+            eps = [e for b in t.h for e in (b.ln_1.eps, b.ln_2.eps)]
+            matvec.blocks(xf, blocks, cache.k, cache.v, slot, None if mask is None else mask.view(S), S, H, eps)
             x = xf.view(B, 1, C).to(x.dtype)
         for i, block in enumerate(t.h if blocks is None else ()):
             ln_1, attn, ln_2, mlp = block.ln_1, block.attn, block.ln_2, block.mlp
@@ -228,7 +228,7 @@ class EagerDecodeStep:
 
 
 def block_tensors(block: Block) -> list:
-    """A block's parameter tensors in matvec.block's order: ln_1, attention's c_attn and c_proj, ln_2, the MLP's
+    """A block's parameter tensors in matvec.blocks's order: ln_1, attention's c_attn and c_proj, ln_2, the MLP's
     c_fc and c_proj, each weight then bias (None where a module has none). Read from the modules' parameter dicts
     (nn.Module's attribute lookup costs ≈ 1 µs a name, ≈ 0.25 ms a 124M step), else as attributes: a bias or weight
     a user made a buffer or a plain tensor is still read."""
@@ -238,8 +238,8 @@ def block_tensors(block: Block) -> list:
 
 
 def _c_blocks(model: GPT, cache: KVCache, input_pos: torch.Tensor, attn_mask: torch.Tensor) -> list[list] | None:
-    """Each block's tensors in matvec.block's order, where gpt/matvec.c can decode every block of this step at
-    batch 1 (matvec.block's conditions: one dtype, fp32 or bf16, for every tensor of a block and its cache, all
+    """Each block's tensors in matvec.blocks's order, where gpt/matvec.c can decode every block of this step at
+    batch 1 (matvec.blocks's conditions: one dtype, fp32 or bf16, for every tensor of a block and its cache, all
     contiguous, GELU's tanh form, the slot inside the cache, a contiguous bool mask), else None."""
     dt, C = model.lm_head.weight.dtype, model.config.n_embd
     slot = int(input_pos[0]) if input_pos.numel() == 1 else -1
@@ -297,7 +297,7 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
     (PACK_MIN_BATCH), and the compiled step was no faster (2-core AMD EPYC Zen 4: 0.95× eager round by round, 78.9
     vs 79.4 tok/s; bench/results/cpu-amd-epyc-zen4-avx512bf16-2t.md), while without the kernel it was (SPR, eager on
     F.linear: 1.29× vs 0.98× HF). Since eager steps at batch 1 run each block in one call of gpt/matvec.c
-    (matvec.block: the fusion the compiled step was for, ≈ 5 ms of a 27 ms fp32 124M step on a 2-core Intel Xeon),
+    (matvec.blocks: the fusion the compiled step was for, ≈ 5 ms of a 27 ms fp32 124M step on a 2-core Intel Xeon),
     fp32 weights decode eagerly too wherever the kernel builds: compiled fp32 had been 1.07× eager on a Zen 4 and
     1.27× on a Zen 5 (bench/results), margins the block's gain may have closed or turned, unmeasured on AMD so far —
     eager cannot be the slower of the two. (To measure: `GPT_DECODE_COMPILE=1 python bench/generate.py --compile`
@@ -309,7 +309,7 @@ def compile_helps(device_type: str = "cpu", batch_size: int = 1, dtype: torch.dt
         return forced
     if device_type != "cpu":
         return True
-    if batch_size != 1 or matvec.available():  # batched rows: MKL / oneDNN either way; batch 1: matvec.block
+    if batch_size != 1 or matvec.available():  # batched rows: MKL / oneDNN either way; batch 1: matvec.blocks
         return False
     return dtype == torch.bfloat16 or not {"amx_bf16", "amx_tile"} & cpu_flags()
 

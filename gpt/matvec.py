@@ -3,7 +3,7 @@
     from gpt import matvec
     if matvec.available():                       # compiled on first use, ≈ 0.5 s, then cached on disk
         y = matvec.linear(x, weight, bias)       # x (R, K) fp32, weight (N, K) fp32 or bf16 contiguous → y (R, N) fp32
-        matvec.block(x, params, k, v, ...)       # a whole transformer block of a batch-1 decode step, in place
+        matvec.blocks(x, layers, k, v, ...)      # the transformer blocks of a batch-1 decode step, in place
 
 Why: a decode step at batch 1 is bound by streaming the weights (495 MB a token for GPT-2 124M in fp32), and no
 kernel in torch's CPU build streams them at the memory's speed: over 124M's 49 matrices MKL's F.linear reached
@@ -175,9 +175,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, size = ctypes.c_void_p, ctypes.c_long
     for fn in (lib.matvec_f32, lib.matvec_bf16):
         fn.argtypes, fn.restype = [ptr, ptr, ptr, ptr, size, size, size, ctypes.c_int], None
-    for fn in (lib.block_f32, lib.block_bf16):
-        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, size, size, size, size, size, ctypes.c_float, ctypes.c_float, ptr,
-                       ctypes.c_int]  # fmt: skip
+    for fn in (lib.blocks_f32, lib.blocks_bf16):
+        fn.argtypes = [ptr, ptr, ptr, ptr, ptr, size, size, size, size, size, size, ptr, ptr, ctypes.c_int]
         fn.restype = None
     return lib
 
@@ -214,27 +213,31 @@ def _run(lib: ctypes.CDLL, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | N
     return y
 
 
-BLOCK_PARAMS = 12  # decode_block's parameter tensors, in matvec.c's order (see block())
+BLOCK_PARAMS = 12  # tensors a block hands the kernel, in matvec.c's order (see blocks())
 
 
-def block(x: torch.Tensor, params: list, k: torch.Tensor, v: torch.Tensor, pos: int, mask: torch.Tensor | None,
-          s_len: int, n_head: int, eps1: float, eps2: float) -> None:  # fmt: skip
-    """One transformer block of a decode step at batch 1, in place: x += attn(ln_1(x)); x += mlp(ln_2(x)) with
-    GPT-2's tanh GELU — one call, one parallel region, instead of ≈ 15 torch ops.
+def blocks(x: torch.Tensor, layers: list[list], k: list, v: list, pos: int, mask: torch.Tensor | None, s_len: int,
+           n_head: int, eps: list[float]) -> None:  # fmt: skip
+    """The transformer blocks of a decode step at batch 1, in place, one after the other: x += attn(ln_1(x));
+    x += mlp(ln_2(x)) with GPT-2's tanh GELU — one call, one parallel region, instead of ≈ 15 torch ops a block.
 
     x (C,) fp32 contiguous, the residual stream (for a bf16 model: bf16 values, kept rounded to bf16 as the model's
-    bf16 forward rounds). params: ln_1 weight, bias; c_attn weight (3C, C), bias (or None); attn c_proj weight
-    (C, C), bias; ln_2 weight, bias; c_fc weight (4C, C), bias; mlp c_proj weight (C, 4C), bias — all contiguous CPU
-    tensors of one dtype, fp32 or bf16, biases may be None. k, v (1, H, max_len, D) contiguous, that dtype: this
-    token's key and value are written at slot pos, and it attends to slots < s_len where mask (s_len,) bool is True
-    (None: all). The caller checks all of that; anything else is undefined."""
-    _block(_library(), x, params, k, v, pos, mask, s_len, n_head, eps1, eps2)
+    bf16 forward rounds). layers: per block, BLOCK_PARAMS tensors — ln_1 weight, bias; c_attn weight (3C, C), bias;
+    attn c_proj weight (C, C), bias; ln_2 weight, bias; c_fc weight (4C, C), bias; mlp c_proj weight (C, 4C), bias —
+    contiguous CPU tensors of one dtype, fp32 or bf16; the four Linear biases may be None. k, v: per block its
+    cache (1, H, max_len, D), contiguous, that dtype: the token's key and value are written at slot pos, and it
+    attends to slots < s_len where mask (s_len,) bool is True (None: all). eps: ln_1's and ln_2's, per block
+    (2 × blocks floats).
+    The caller checks all of that (gpt/fast_decode.py: _c_blocks); anything else is undefined."""
+    _blocks(_library(), x, layers, k, v, pos, mask, s_len, n_head, eps)
 
 
-def _block(lib, x, params, k, v, pos, mask, s_len, n_head, eps1, eps2) -> None:
-    c, max_len = x.numel(), k.size(2)
-    ptrs = (ctypes.c_void_p * BLOCK_PARAMS)(*(None if t is None else t.data_ptr() for t in params))
-    buf = torch.empty(18 * c + n_head * s_len)
-    fn = lib.block_bf16 if k.dtype == torch.bfloat16 else lib.block_f32
-    fn(x.data_ptr(), ptrs, k.data_ptr(), v.data_ptr(), None if mask is None else mask.data_ptr(), c, n_head, max_len,
-       pos, s_len, eps1, eps2, buf.data_ptr(), torch.get_num_threads())  # fmt: skip
+def _blocks(lib, x, layers, k, v, pos, mask, s_len, n_head, eps) -> None:
+    n, c, ptr = len(layers), x.numel(), ctypes.c_void_p
+    params = (ptr * (BLOCK_PARAMS * n))(*(None if t is None else t.data_ptr() for p in layers for t in p))
+    ks, vs = (ptr * n)(*(t.data_ptr() for t in k)), (ptr * n)(*(t.data_ptr() for t in v))
+    eps32 = torch.tensor(eps, dtype=torch.float32)  # ln_1's, ln_2's, per block
+    buf = torch.empty(18 * c + n_head * s_len)  # scratch: matvec.c's decode_block
+    fn = lib.blocks_bf16 if k[0].dtype == torch.bfloat16 else lib.blocks_f32
+    fn(x.data_ptr(), params, ks, vs, None if mask is None else mask.data_ptr(), n, c, n_head, k[0].size(2), pos, s_len,
+       eps32.data_ptr(), buf.data_ptr(), torch.get_num_threads())  # fmt: skip

@@ -81,7 +81,7 @@ def test_compile_choice_is_deterministic_and_follows_cpu_features(monkeypatch):
     first = fast_decode.compile_helps("cpu")
     fast_decode.compile_helps.cache_clear()
     assert fast_decode.compile_helps("cpu") == first  # chosen the same way twice, no timing involved
-    # batch 1: eager runs each block in one call of gpt/matvec.c where it builds (matvec.block), else compiled pays
+    # batch 1: eager runs each block in one call of gpt/matvec.c where it builds (matvec.blocks), else compiled pays
     # (fp32: unless the CPU has AMX)
     assert first == fast_decode.compile_helps("cpu", 1, torch.bfloat16) == (not matvec.available())
     monkeypatch.setenv(matvec.MATVEC_ENV, "0")  # as on a machine without a C compiler

@@ -1,5 +1,5 @@
 """gpt/fast_decode.py on gpt/matvec.c's kernels: every Linear of a decode step through the kernel (fp32, bf16 at
-batch 1), each block one kernel call at batch 1 (matvec.block), and the tokens that gives."""
+batch 1), all blocks one kernel call at batch 1 (matvec.blocks), and the tokens that gives."""
 
 import copy
 import functools
@@ -30,10 +30,15 @@ def _forced_logits(step, m, seq, T):
 
 def _kernel_calls(monkeypatch) -> list:
     """Records the weight dtype of each Linear gpt/matvec.c's kernel runs (the real one runs): one per
-    matvec.linear call, four per matvec.block call (a whole block at batch 1: its four Linears)."""
-    calls, real, real_block = [], matvec.linear, matvec.block
+    matvec.linear call, four per block of a matvec.blocks call (whole blocks at batch 1: their four Linears)."""
+    calls, real, real_blocks = [], matvec.linear, matvec.blocks
+
+    def blocks(x, layers, *a):
+        calls.extend(p[2].dtype for p in layers for _ in range(4))
+        return real_blocks(x, layers, *a)
+
     monkeypatch.setattr(matvec, "linear", lambda x, w, b=None: calls.append(w.dtype) or real(x, w, b))
-    monkeypatch.setattr(matvec, "block", lambda x, p, k, *a: calls.extend([p[2].dtype] * 4) or real_block(x, p, k, *a))
+    monkeypatch.setattr(matvec, "blocks", blocks)
     return calls
 
 
@@ -76,7 +81,7 @@ def test_bf16_at_batch_1_decodes_through_the_kernel_however_long_and_packs_from_
     calls.clear()
     generate(m, two, PACK_MIN_STEPS + 2, temperature=0)
     assert len(calls) == (0 if PACKS_BF16 else n_linear * (PACK_MIN_STEPS + 1))  # packed for oneDNN where it can
-    # Batch 1 runs each block in one call of the kernel (matvec.block), whose attention and GELU round as the model's
+    # Batch 1 runs the blocks in one call of the kernel (matvec.blocks), whose attention and GELU round as the model's
     # bf16 forward does but are not torch's kernels: a bf16 near tie (two logits less than a bf16 step apart) may
     # go either way. So: along the tokens it chose, each step's logits are as close to the exact (fp64) model's as
     # the model's own bf16 forward's, and its choice is the exact model's wherever that one is not a near tie.
@@ -98,17 +103,17 @@ def test_at_batch_1_each_block_is_one_kernel_call_unless_the_kernel_cannot_compu
     m = sharp_model(context_length=64)
     one = torch.randint(0, V, (1, 8))
     blocks = []
-    real = matvec.block
-    monkeypatch.setattr(matvec, "block", lambda *a: blocks.append(a[0].numel()) or real(*a))
+    real = matvec.blocks
+    monkeypatch.setattr(matvec, "blocks", lambda x, layers, *a: blocks.append(len(layers)) or real(x, layers, *a))
     fast = generate(m, one, 12, temperature=0)
-    assert blocks == [48] * (2 * 11)  # 11 decode steps of 2 blocks, each one call
+    assert blocks == [2] * 11  # 11 decode steps, each one call for its 2 blocks
     exact = m.double()
     with monkeypatch.context() as mp:
         mp.setattr(onednn, "fp32_pays", lambda: False)
         assert torch.equal(generate(exact, one, 12, temperature=0), fast)  # the exact model's tokens
     m.float()
     blocks.clear()
-    m.transformer.h[1].mlp.gelu.approximate = "none"  # the erf form: matvec.block computes only the tanh one
+    m.transformer.h[1].mlp.gelu.approximate = "none"  # the erf form: matvec.blocks computes only the tanh one
     calls = _kernel_calls(monkeypatch)
     erf = generate(m, one, 12, temperature=0)
     assert not blocks and calls.count(torch.float32) == 9 * 11  # every Linear on its own instead
@@ -132,8 +137,8 @@ def test_a_bias_that_is_not_a_parameter_is_still_added(kind, monkeypatch):
         del fc.bias
         fc.register_buffer("bias", b) if kind == "buffer" else setattr(fc, "bias", b)
     idx = torch.randint(0, V, (1, 5))
-    blocks, real = [], matvec.block
-    monkeypatch.setattr(matvec, "block", lambda *a: blocks.append(1) or real(*a))
+    blocks, real = [], matvec.blocks
+    monkeypatch.setattr(matvec, "blocks", lambda *a: blocks.append(1) or real(*a))
     fast = generate(m, idx, 20, temperature=0)
     assert blocks  # the kernel ran the blocks
     assert torch.equal(fast, generate(m, idx, 20, temperature=0, use_cache=False))  # the uncached reference

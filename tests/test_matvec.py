@@ -77,11 +77,11 @@ def test_either_vendors_loops_compute_f_linear_on_any_cpu(switches, tmp_path, mo
                 ref = F.linear(x.double(), w.double(), b.double())
                 torch.testing.assert_close(matvec._run(lib, x, w, b).double(), ref, rtol=1e-5, atol=1e-5 * k**0.5)
     for dtype in (torch.float32, torch.bfloat16):
-        check_block(functools.partial(matvec._block, lib), dtype, masked=True, n_embd=48, n_head=3, qkv_bias=True)
+        check_block(functools.partial(matvec._blocks, lib), dtype, masked=True, n_embd=48, n_head=3, qkv_bias=True)
 
 
 def check_block(run, dtype, masked, n_embd, n_head, qkv_bias, seed=0):
-    """run (matvec.block's arguments) on a Block of random weights at slot 5 of a cache: it must compute what the
+    """run (matvec.blocks' arguments) on a Block of random weights at slot 5 of a cache: it must compute what the
     Block's forward computes in fp64 (the exact maths for these weights), and write the same key and value into
     the cache, as closely as the Block's own forward at that dtype does (fp32: sums in another order; bf16: the
     same rounding points)."""
@@ -109,7 +109,7 @@ def check_block(run, dtype, masked, n_embd, n_head, qkv_bias, seed=0):
     cache = KVCache(config, 1, dtype=dtype)
     cache.k[0].copy_(keys), cache.v[0].copy_(values)
     xf = x.float().clone()  # (x.float() is x itself in fp32)
-    run(xf, block_tensors(block), cache.k[0], cache.v[0], pos, mask, pos + 1, n_head, 1e-5, 1e-5)
+    run(xf, [block_tensors(block)], cache.k, cache.v, pos, mask, pos + 1, n_head, [1e-5, 1e-5])
     own, own_cache = forward(block, dtype)
     scale = exact.abs().max()
     assert (xf.double() - exact).abs().max() <= 2 * (own - exact).abs().max() + 1e-6 * scale, (xf, own, exact)
@@ -128,7 +128,7 @@ def check_block(run, dtype, masked, n_embd, n_head, qkv_bias, seed=0):
 @pytest.mark.parametrize("n_embd, n_head, qkv_bias", [(48, 3, True), (50, 5, False), (768, 12, True)])
 def test_the_block_kernel_computes_what_the_models_block_computes(dtype, masked, n_embd, n_head, qkv_bias):
     # (50, 5): 3C = 150 rows, not a multiple of 4 (the kernel's tail), odd head size, no Q/K/V bias (None)
-    check_block(matvec.block, dtype, masked, n_embd, n_head, qkv_bias)
+    check_block(matvec.blocks, dtype, masked, n_embd, n_head, qkv_bias)
 
 
 @needs_kernel
