@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder = CompiledDecoder() if args.compile else None  # one for all samples: compiled once
     compiled = decoder is not None and decoder.compiles(device.type, 1, get_dtype(args.dtype))
     if args.compile and not compiled:
-        log(f"--compile: not faster than eager on this {device.type} (gpt/fast_decode.py: compile_helps); eager")
+        log(f"--compile: eager decoding, not the slower choice on this {device.type} (fast_decode.compile_helps)")
     model = prepare_for_decoding(model, compile=compiled)  # the weight layout that path streams fastest
     enc = get_tokenizer()
     if model.config.vocab_size < enc.n_vocab:
